@@ -1,0 +1,1 @@
+"""Broker backends that carry room events between instances (memory today; Redis later)."""

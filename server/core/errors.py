@@ -1,0 +1,72 @@
+"""One flat exception family, translated to error frames, HTTP errors or close codes at the edge."""
+
+from __future__ import annotations
+
+# HTTP status for every error code of PROTOCOL.md; the WebSocket uses the code alone.
+HTTP_STATUS: dict[str, int] = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "turn_in_progress": 409,
+    "turn_ended": 409,
+    "too_large": 413,
+    "rate_limited": 429,
+    "upstream_error": 502,
+    "unavailable": 503,
+}
+
+
+class FanoutError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ClientError(FanoutError):
+    """The client's fault (or a state it must wait out): becomes an error frame or HTTP error."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        ref: str | None = None,
+        temporary: bool = False,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.temporary = temporary
+        self.retry_after_ms = retry_after_ms
+
+    @property
+    def status(self) -> int:
+        """The HTTP status that carries this error."""
+        return HTTP_STATUS.get(self.code, 400)
+
+
+class UpstreamError(FanoutError):
+    """The upstream's fault: ends the turn as ``failed`` with a scrubbed code and message."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after_ms = retry_after_ms
+
+
+class BrokerError(FanoutError):
+    """A broker backend could not carry an event."""
+
+
+class ConfigError(FanoutError):
+    """The configuration is invalid; the message names the offending key."""

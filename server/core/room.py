@@ -1,0 +1,310 @@
+"""A room's state: seq and epoch, the retained log, turns, resume decisions, idempotency.
+
+Everything that changes the room goes through here and comes back as sequenced events for
+the driver to publish. One streaming turn at a time (PROTOCOL.md, "Words").
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Literal
+
+from .accumulator import ChunkAccumulator, error_info
+from .errors import ClientError
+from .messages import (
+    ChoiceEnd,
+    Delta,
+    ErrorInfo,
+    PromptRequest,
+    SequencedEvent,
+    Snapshot,
+    TurnEnd,
+    TurnStart,
+    TurnStatus,
+    TurnView,
+)
+from .sse import SSEEvent
+from .types import RoomName, TurnId
+
+TurnKind = Literal["room", "tap"]
+ChatMessage = dict[str, str]
+
+# Idempotency keys are kept while their turn is retained or in the log, within this cap.
+MAX_PROMPT_IDS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLimits:
+    """How much a room remembers; every bound is a config key."""
+
+    retained_events: int = 10_000
+    snapshot_turns: int = 20
+    history_turns: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """What a prompt did: started ``turn`` at ``seq`` (``event`` set) or found it by its id."""
+
+    turn: TurnId
+    seq: int
+    event: TurnStart | None
+
+
+class _Turn:
+    __slots__ = (
+        "acc",
+        "ended_at",
+        "error",
+        "id",
+        "kind",
+        "model",
+        "prompt",
+        "seq",
+        "started_at",
+        "status",
+    )
+
+    def __init__(
+        self,
+        turn_id: TurnId,
+        request: PromptRequest,
+        model: str,
+        now: float,
+        kind: TurnKind,
+        seq: int,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.id = turn_id
+        self.prompt = request.content
+        self.model = model
+        self.kind = kind
+        self.seq = seq
+        self.started_at = now
+        self.ended_at: float | None = None
+        self.status: TurnStatus = "streaming"
+        self.error: ErrorInfo | None = None
+        self.acc = ChunkAccumulator(secrets)
+
+    def view(self) -> TurnView:
+        return TurnView(
+            id=self.id,
+            status=self.status,
+            prompt=self.prompt,
+            model=self.model,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            choices=self.acc.views(),
+            usage=self.acc.usage,
+            error=self.error,
+        )
+
+
+class RoomState:
+    """The sans-I/O state of one room on one epoch."""
+
+    def __init__(
+        self,
+        name: RoomName,
+        epoch: str,
+        limits: RoomLimits | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.epoch = epoch
+        self.limits = limits or RoomLimits()
+        self.seq = 0
+        self.viewers = 0
+        self.turn_count = 0
+        self._secrets = secrets
+        self._log: deque[SequencedEvent] = deque(maxlen=max(1, self.limits.retained_events))
+        self._turns: OrderedDict[TurnId, _Turn] = OrderedDict()
+        self._streaming: _Turn | None = None
+        self._prompt_ids: OrderedDict[str, tuple[TurnId, int]] = OrderedDict()
+
+    # --- turns ---------------------------------------------------------------------------
+
+    @property
+    def streaming_turn(self) -> TurnId | None:
+        """The id of the turn streaming now, if any."""
+        return None if self._streaming is None else self._streaming.id
+
+    def start_turn(
+        self,
+        request: PromptRequest,
+        *,
+        turn_id: TurnId,
+        model: str,
+        now: float,
+        kind: TurnKind = "room",
+    ) -> TurnStarted:
+        """Start a turn, or return the one this prompt's id already started.
+
+        Raises:
+            ClientError: ``turn_in_progress`` (temporary) while another turn streams.
+        """
+        if request.id is not None and request.id in self._prompt_ids:
+            known, seq = self._prompt_ids[request.id]
+            return TurnStarted(turn=known, seq=seq, event=None)
+        if self._streaming is not None:
+            raise ClientError(
+                "turn_in_progress", "a turn is already streaming", ref=request.id, temporary=True
+            )
+        seq = self._next_seq()
+        turn = _Turn(turn_id, request, model, now, kind, seq, self._secrets)
+        self._turns[turn_id] = turn
+        self._streaming = turn
+        self.turn_count += 1
+        if request.id is not None:
+            self._prompt_ids[request.id] = (turn_id, seq)
+        event = TurnStart(seq=seq, turn=turn_id, prompt=turn.prompt, model=model, started_at=now)
+        self._log.append(event)
+        self._prune_prompt_ids()
+        return TurnStarted(turn=turn_id, seq=seq, event=event)
+
+    def feed(self, turn_id: TurnId, sse: SSEEvent, now: float) -> list[SequencedEvent]:
+        """Apply one upstream SSE event to a streaming turn; return the events it made."""
+        turn = self._streaming
+        if turn is None or turn.id != turn_id:
+            return []  # cancelled or ended already: late chunks change nothing
+        if sse.data.strip() == "[DONE]":
+            return [self._end(turn, self._natural_status(turn), None, now)]
+        try:
+            chunk = json.loads(sse.data)
+        except ValueError:
+            err = ErrorInfo("bad_chunk", "the upstream sent a chunk that is not JSON")
+            return [self._end(turn, "failed", err, now)]
+        if sse.event == "error" or not isinstance(chunk, dict):
+            raw = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
+            return [self._end(turn, "failed", error_info(raw, self._secrets), now)]
+        grown = turn.acc.feed(chunk)
+        if turn.acc.error is not None:
+            return [self._end(turn, "failed", turn.acc.error, now)]
+        if not grown:
+            return []
+        delta = Delta(seq=self._next_seq(), turn=turn_id, choices=grown)
+        self._log.append(delta)
+        return [delta]
+
+    def end_stream(self, turn_id: TurnId, now: float) -> TurnEnd | None:
+        """The upstream body ended (or broke, or went idle): completed or truncated."""
+        turn = self._streaming
+        if turn is None or turn.id != turn_id:
+            return None
+        return self._end(turn, self._natural_status(turn), None, now)
+
+    def fail(self, turn_id: TurnId, error: ErrorInfo, now: float) -> TurnEnd | None:
+        """The upstream failed (HTTP error, timeout before the stream): ``failed``."""
+        turn = self._streaming
+        if turn is None or turn.id != turn_id:
+            return None
+        return self._end(turn, "failed", error, now)
+
+    def cancel(self, turn_id: str, now: float) -> TurnEnd:
+        """Cancel a streaming turn.
+
+        Raises:
+            ClientError: ``not_found`` for an unknown turn, ``turn_ended`` for an ended one.
+        """
+        turn = self._turns.get(TurnId(turn_id))
+        if turn is None:
+            raise ClientError("not_found", "no such turn in this room")
+        if turn is not self._streaming:
+            raise ClientError("turn_ended", "the turn has already ended")
+        return self._end(turn, "cancelled", None, now)
+
+    @staticmethod
+    def _natural_status(turn: _Turn) -> TurnStatus:
+        return "completed" if turn.acc.all_finished() else "truncated"
+
+    def _end(self, turn: _Turn, status: TurnStatus, error: ErrorInfo | None, now: float) -> TurnEnd:
+        turn.status = status
+        turn.error = error
+        turn.ended_at = now
+        self._streaming = None
+        event = TurnEnd(
+            seq=self._next_seq(),
+            turn=turn.id,
+            status=status,
+            choices=tuple(ChoiceEnd(i, r) for i, r in turn.acc.finish_reasons()),
+            usage=turn.acc.usage,
+            error=error,
+        )
+        self._log.append(event)
+        self._prune_turns()
+        return event
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _prune_turns(self) -> None:
+        keep = max(self.limits.snapshot_turns, self.limits.history_turns, 1)
+        while len(self._turns) > keep:
+            oldest = next(iter(self._turns))
+            if self._turns[oldest] is self._streaming:
+                break
+            del self._turns[oldest]
+
+    def _prune_prompt_ids(self) -> None:
+        first_logged = self._log[0].seq if self._log else self.seq + 1
+        while self._prompt_ids:
+            key, (turn_id, seq) = next(iter(self._prompt_ids.items()))
+            retained = turn_id in self._turns or seq >= first_logged
+            if retained and len(self._prompt_ids) <= MAX_PROMPT_IDS:
+                break
+            del self._prompt_ids[key]
+
+    # --- reading -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The newest turns, consistent with ``seq``."""
+        newest = list(self._turns.values())[-max(self.limits.snapshot_turns, 1) :]
+        return Snapshot(
+            room=self.name, epoch=self.epoch, seq=self.seq, turns=tuple(t.view() for t in newest)
+        )
+
+    def resume(self, epoch: str, since: int) -> tuple[SequencedEvent, ...] | None:
+        """Every event after ``since`` when all are retained on this epoch, else None."""
+        if epoch != self.epoch or not 0 <= since <= self.seq:
+            return None
+        if since == self.seq:
+            return ()
+        first = self._log[0].seq if self._log else self.seq + 1
+        if first > since + 1:
+            return None
+        return tuple(itertools.islice(self._log, since + 1 - first, None))
+
+    def messages_for(self, turn_id: TurnId, system_prompt: str) -> list[ChatMessage]:
+        """The chat messages sent upstream for a room turn: system, history, the prompt."""
+        messages: list[ChatMessage] = []
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        earlier = [t for t in self._turns.values() if t.kind == "room" and t.id != turn_id]
+        limit = self.limits.history_turns
+        for turn in earlier[-limit:] if limit > 0 else []:
+            messages.append({"role": "user", "content": turn.prompt})
+            answer = turn.acc.content(0)
+            if answer:
+                messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "user", "content": self._turns[turn_id].prompt})
+        return messages
+
+    # --- viewers -------------------------------------------------------------------------
+
+    def join(self) -> int:
+        """One more viewer; returns the count."""
+        self.viewers += 1
+        return self.viewers
+
+    def leave(self) -> int:
+        """One viewer fewer; returns the count."""
+        self.viewers = max(0, self.viewers - 1)
+        return self.viewers
+
+    def is_idle(self) -> bool:
+        """No viewer and nothing streaming: the room may be forgotten after a while."""
+        return self.viewers == 0 and self._streaming is None
