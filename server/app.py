@@ -1,0 +1,115 @@
+"""The application factory: routes, state, background tasks and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import WSCloseCode, web
+
+from . import http_api, pages
+from .config import Config
+from .core.room import RoomLimits
+from .errors_http import json_errors
+from .hub import Hub, HubLimits
+from .keys import CONFIG, HUB, SOCKETS, UPSTREAM
+from .turns import TurnRunner
+from .upstream import OPENAI_BASE_URL, UpstreamClient
+from .ws import websocket_handler
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 60.0
+
+
+def create_app(config: Config) -> web.Application:
+    """Build the aiohttp application for ``config``."""
+    app = web.Application(middlewares=[json_errors], client_max_size=1 << 20)
+    app[CONFIG] = config
+    secrets = tuple(s.reveal() for s in (config.api_key, config.auth_secret) if s is not None)
+    app[HUB] = Hub(
+        RoomLimits(
+            retained_events=config.rooms.retained_events,
+            snapshot_turns=config.rooms.snapshot_turns,
+            history_turns=config.rooms.history_turns,
+        ),
+        HubLimits(
+            max_rooms=config.rooms.max_rooms,
+            max_subscribers=config.rooms.max_subscribers,
+            idle_forget_seconds=config.rooms.idle_forget_seconds,
+        ),
+        secrets,
+    )
+    app[SOCKETS] = set()
+    app.router.add_routes(http_api.routes)
+    app.router.add_get("/api/rooms/{room}/ws", websocket_handler)
+    pages.setup_pages(app)
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_sweeper_ctx)
+    app.on_shutdown.append(_close_sockets)
+    return app
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the upstream client (starting the mock first in demo mode); close both after."""
+    config = app[CONFIG]
+    mock_runner: web.AppRunner | None = None
+    base_url = config.upstream.base_url or OPENAI_BASE_URL
+    if config.demo:
+        from .mock_upstream import MockSettings, start_mock_upstream  # demo mode only
+
+        settings = MockSettings(
+            tokens_per_second=config.upstream.demo_tokens_per_second,
+            ttft=config.upstream.demo_ttft,
+        )
+        mock_runner, base_url = await start_mock_upstream("127.0.0.1", 0, settings)
+        log.warning(
+            "DEMO MODE: no OPENAI_API_KEY and no upstream URL; answers come from the built-in "
+            "mock upstream at %s",
+            base_url,
+        )
+    api_key = config.api_key.reveal() if config.api_key is not None else None
+    upstream = UpstreamClient(config.upstream, base_url, api_key)
+    app[UPSTREAM] = upstream
+    app[HUB].attach_runner(TurnRunner(upstream, config.upstream.system_prompt))
+    log.info("upstream: %s (model %s)", upstream.base_url, config.upstream.model)
+    try:
+        yield
+    finally:
+        await app[HUB].close()
+        await upstream.close()
+        if mock_runner is not None:
+            await mock_runner.cleanup()
+
+
+async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Forget idle, empty rooms now and then."""
+    hub = app[HUB]
+    idle = app[CONFIG].rooms.idle_forget_seconds
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(min(SWEEP_SECONDS, max(idle, 1.0)))
+            forgotten = hub.forget_idle(time.monotonic(), idle)
+            if forgotten:
+                log.info("forgot %d idle room(s)", forgotten)
+
+    task = asyncio.create_task(sweep(), name="room-sweeper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Shutdown: close every WebSocket with 1001 so clients resume elsewhere."""
+    sockets = list(app[SOCKETS])
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets),
+        return_exceptions=True,
+    )

@@ -1,0 +1,123 @@
+"""The command line: ``fanout serve`` and ``fanout mock-upstream``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import create_app
+from .config import Config, load_config
+from .core.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config.toml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fanout",
+        description="Consume ONE OpenAI chat-completions stream per prompt and broadcast it "
+        "live to every WebSocket viewer of a room.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. With no OPENAI_API_KEY and no upstream URL it serves in "
+        "demo mode on the built-in mock upstream. Settings: config.toml, then FANOUT_<SECTION>_"
+        "<KEY> environment variables, then these flags.",
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: ./config.toml when present)",
+    )
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (server.port)")
+    serve.add_argument(
+        "--upstream-url",
+        help="OpenAI-style base URL with its version path, "
+        "e.g. http://127.0.0.1:8000/v1 (upstream.base_url)",
+    )
+    serve.add_argument("--model", help="model for prompts that name none (upstream.model)")
+    serve.add_argument("--broker", help="broker URL, e.g. memory:// (broker.url)")
+
+    mock = sub.add_parser(
+        "mock-upstream",
+        help="run the OpenAI-compatible mock upstream",
+        description="An OpenAI-compatible server with deterministic answers, for demos, tests "
+        "and load tests. Models: mock, mock-tools, mock-reasoning, mock-refusal, mock-error, "
+        "mock-truncate, mock-429, mock-500.",
+    )
+    mock.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    mock.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    mock.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=40.0,
+        help="streaming rate, 0 = as fast as possible (default 40)",
+    )
+    mock.add_argument(
+        "--ttft", type=float, default=0.3, help="seconds before the first token (default 0.3)"
+    )
+    return parser
+
+
+def _serve_config(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    return load_config(
+        path,
+        os.environ,
+        {
+            "server.host": args.host,
+            "server.port": args.port,
+            "upstream.base_url": args.upstream_url,
+            "upstream.model": args.model,
+            "broker.url": args.broker,
+        },
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fanout`` and ``python -m server``."""
+    args = _parser().parse_args(argv)
+    if args.command == "mock-upstream":
+        from .mock_upstream import MockSettings, run_mock_upstream
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        run_mock_upstream(args.host, args.port, MockSettings(args.tokens_per_second, args.ttft))
+        return 0
+    try:
+        config = _serve_config(args)
+    except ConfigError as exc:
+        print(f"fanout: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if config.demo:
+        print(
+            "fanout: DEMO MODE — no OPENAI_API_KEY and no --upstream-url; answers come from "
+            "the built-in mock upstream.",
+            file=sys.stderr,
+        )
+    url = f"http://{config.server.host}:{config.server.port}"
+    print(f"fanout: serving on {url}  (WebSocket: {url}/api/rooms/<room>/ws)", file=sys.stderr)
+    web.run_app(
+        create_app(config),
+        host=config.server.host,
+        port=config.server.port,
+        print=None,
+        shutdown_timeout=config.server.shutdown_grace_seconds,
+    )
+    return 0

@@ -1,0 +1,87 @@
+"""The HTTP API of PROTOCOL.md: rooms, snapshots, prompts, cancel, health."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from .core.codec import load_json_object, parse_prompt, snapshot_wire
+from .core.errors import ClientError
+from .core.types import parse_room_name
+from .keys import CONFIG, HUB
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+MAX_BODY_BYTES = 1 << 20
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the process serves."""
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/api/rooms")
+async def list_rooms(request: web.Request) -> web.Response:
+    """Every room of this instance with its viewers, seq, epoch and streaming state."""
+    rooms = [
+        {
+            "name": room.state.name,
+            "viewers": room.state.viewers,
+            "seq": room.state.seq,
+            "epoch": room.state.epoch,
+            "streaming": room.state.streaming_turn is not None,
+            "turns": room.state.turn_count,
+        }
+        for room in request.app[HUB].rooms.values()
+    ]
+    return web.json_response({"rooms": rooms})
+
+
+@routes.get("/api/rooms/{room}")
+async def room_snapshot(request: web.Request) -> web.Response:
+    """The room's snapshot object."""
+    room = request.app[HUB].room(parse_room_name(request.match_info["room"]))
+    return web.json_response(snapshot_wire(room.state.snapshot()))
+
+
+async def _json_body(request: web.Request) -> dict[str, object]:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ClientError("too_large", "request body too large")
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ClientError("too_large", "request body too large")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientError("bad_request", "body is not UTF-8") from exc
+    return load_json_object(text)
+
+
+@routes.post("/api/rooms/{room}/prompts")
+async def post_prompt(request: web.Request) -> web.Response:
+    """Start a turn; 202 with its id and the seq of its ``turn.start``."""
+    config = request.app[CONFIG]
+    hub = request.app[HUB]
+    name = parse_room_name(request.match_info["room"])
+    prompt = parse_prompt(
+        await _json_body(request), max_prompt_chars=config.limits.max_prompt_chars
+    )
+    room = hub.room(name)
+    started = hub.submit(room, prompt, default_model=config.upstream.model)
+    return web.json_response({"turn": started.turn, "seq": started.seq}, status=202)
+
+
+@routes.post("/api/rooms/{room}/turns/{turn}/cancel")
+async def cancel_turn(request: web.Request) -> web.Response:
+    """Cancel a streaming turn: 202, 404 unknown, 409 ``turn_ended``."""
+    hub = request.app[HUB]
+    name = parse_room_name(request.match_info["room"])
+    room = hub.rooms.get(name)
+    if room is None:
+        raise ClientError("not_found", "no such turn in this room")
+    end = hub.cancel(room, request.match_info["turn"])
+    return web.json_response({"turn": end.turn}, status=202)

@@ -1,0 +1,14 @@
+"""Typed application state keys (``web.AppKey``) shared by the handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .config import Config
+from .hub import Hub
+from .upstream import UpstreamClient
+
+CONFIG = web.AppKey("config", Config)
+HUB = web.AppKey("hub", Hub)
+UPSTREAM = web.AppKey("upstream", UpstreamClient)
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")

@@ -1,0 +1,124 @@
+"""The upstream client: one chat-completions request per turn through the openai SDK.
+
+The SDK (with its aiohttp transport) makes the request: base URL, auth, retries before the
+first byte, HTTP errors. The body's raw bytes go to the sans-I/O SSE decoder and chunk
+accumulator, so provider quirks are handled in one place and nothing is parsed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import openai
+
+from .config import UpstreamConfig
+from .core.accumulator import error_info
+from .core.errors import UpstreamError
+from .core.scrub import scrub
+
+log = logging.getLogger(__name__)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class StreamBroken(UpstreamError):
+    """The body broke after it began: the turn is truncated, its text kept."""
+
+
+class UpstreamClient:
+    """Opens streaming chat completions against one OpenAI-compatible base URL."""
+
+    def __init__(self, config: UpstreamConfig, base_url: str, api_key: str | None) -> None:
+        self.config = config
+        self.base_url = base_url.rstrip("/")
+        self._secrets = tuple(s for s in (api_key,) if s)
+        self._client = openai.AsyncOpenAI(
+            # Local servers (vLLM, Ollama) take any key; the SDK insists on one.
+            api_key=api_key or "no-key",
+            base_url=self.base_url,
+            max_retries=config.max_retries,
+            timeout=openai.Timeout(
+                config.total_timeout,
+                connect=config.connect_timeout,
+                read=config.idle_timeout,
+            ),
+            http_client=openai.DefaultAioHttpClient(),
+        )
+
+    async def close(self) -> None:
+        """Close the SDK client and its connection pool."""
+        await self._client.close()
+
+    def build_body(
+        self, messages: list[dict[str, str]], model: str, options: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The request body of a streaming turn."""
+        body: dict[str, Any] = dict(options or {})
+        body.update(model=model, messages=messages, stream=True)
+        if self.config.include_usage:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    @asynccontextmanager
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Open the stream and yield its raw body bytes.
+
+        Leaving the context closes the HTTP response; an unfinished body closes its
+        connection, so a cancelled turn really stops the upstream.
+
+        Raises:
+            UpstreamError: the request failed before the body (HTTP error, timeout, refused).
+            StreamBroken: the body broke after it began.
+        """
+        try:
+            manager = self._client.chat.completions.with_streaming_response.create(**body)
+            response = await manager.__aenter__()
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from exc
+        except openai.APITimeoutError as exc:
+            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from exc
+        except openai.APIConnectionError as exc:
+            raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
+        try:
+            yield self._body(response.iter_bytes())
+        finally:
+            await manager.__aexit__(None, None, None)
+
+    async def _body(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except (openai.APIError, OSError) as exc:
+            log.info("upstream body broke: %s", type(exc).__name__)
+            raise StreamBroken("stream_broken", "the upstream stream broke") from exc
+        except Exception as exc:
+            # httpx-style read errors surface under their own names; all mean the same here.
+            if type(exc).__module__.split(".")[0] in ("httpx2", "httpx", "aiohttp"):
+                raise StreamBroken("stream_broken", "the upstream stream broke") from exc
+            raise
+
+    def _status_error(self, exc: openai.APIStatusError) -> UpstreamError:
+        body = exc.body
+        raw = body.get("error", body) if isinstance(body, dict) else None
+        if isinstance(raw, dict):
+            info = error_info(raw, self._secrets)
+        else:
+            info = error_info(
+                {"code": "upstream_error", "message": str(exc.message)}, self._secrets
+            )
+        retry_after = exc.response.headers.get("retry-after")
+        retry_ms: int | None = None
+        if retry_after:
+            try:
+                retry_ms = int(float(retry_after) * 1000)
+            except ValueError:
+                retry_ms = None
+        log.warning(
+            "upstream answered HTTP %s (%s)", exc.status_code, scrub(info.code, self._secrets)
+        )
+        return UpstreamError(
+            info.code, info.message, status=exc.status_code, retry_after_ms=retry_ms
+        )

@@ -1,0 +1,158 @@
+"""The WebSocket endpoint ``GET /api/rooms/{room}/ws`` (PROTOCOL.md, "WebSocket")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .core.codec import decode_client_frame, encode
+from .core.errors import ClientError
+from .core.messages import CancelRequest, ErrorFrame, ServerMessage, Welcome
+from .core.types import parse_room_name
+from .hub import Hub, Room
+from .keys import CONFIG, HUB, SOCKETS
+from .subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+
+TOO_MANY_BAD_FRAMES = 4502
+CAPACITY = 1013
+CLOSE_WAIT_SECONDS = 5.0
+
+
+class WebSocketSink:
+    """Writes pre-encoded frames to an aiohttp WebSocket."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+
+    async def write(self, data: bytes) -> None:
+        """Send one text frame of already encoded JSON."""
+        await self.ws.send_frame(data, WSMsgType.TEXT)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with ``code``."""
+        await self.ws.close(code=code, message=reason.encode())
+
+
+def resume_point(query: dict[str, str]) -> tuple[str, int] | None:
+    """``epoch``/``since`` of the URL, when both are given.
+
+    Raises:
+        ClientError: ``bad_request`` when ``since`` is not a non-negative integer.
+    """
+    epoch, since = query.get("epoch"), query.get("since")
+    if epoch is None or since is None:
+        return None
+    if not since.isdigit():
+        raise ClientError("bad_request", "'since' must be a non-negative integer")
+    return epoch, int(since)
+
+
+def _send(sub: Subscriber, msg: ServerMessage) -> None:
+    sub.send(msg, encode(msg))
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    """Join a room: welcome, snapshot or replay, then live events; read client frames."""
+    config = request.app[CONFIG]
+    hub = request.app[HUB]
+    name = parse_room_name(request.match_info["room"])
+    resume = resume_point(dict(request.query))
+    room = hub.room(name)
+    if config.rooms.max_subscribers and len(room.subscribers) >= config.rooms.max_subscribers:
+        raise ClientError("unavailable", "this room has reached its subscriber limit")
+    heartbeat = config.server.heartbeat_seconds or None
+    ws = web.WebSocketResponse(
+        max_msg_size=config.limits.max_frame_bytes, compress=False, heartbeat=heartbeat
+    )
+    await ws.prepare(request)
+    sub = Subscriber(WebSocketSink(ws), config.limits.outbox_bytes)
+    state = room.state
+    # From here to hub.join nothing awaits, so the snapshot (or replay) and the live
+    # events that follow meet at exactly one seq: no gap, no duplicate.
+    replay = state.resume(*resume) if resume is not None else None
+    try:
+        viewers = hub.join(room, sub)
+    except ClientError:
+        await ws.close(code=CAPACITY, message=b"room is full")
+        return ws
+    _send(
+        sub, Welcome(state.name, state.epoch, state.seq, "publisher", replay is not None, viewers)
+    )
+    if replay is None:
+        _send(sub, state.snapshot())
+    else:
+        for event in replay:
+            _send(sub, event)
+    sockets = request.app[SOCKETS]
+    sockets.add(ws)
+    writer = asyncio.create_task(sub.run(), name="ws-writer")
+    try:
+        await _read_frames(
+            ws,
+            hub,
+            room,
+            sub,
+            config.limits.max_prompt_chars,
+            config.limits.max_bad_frames,
+            config.upstream.model,
+        )
+    finally:
+        sockets.discard(ws)
+        hub.leave(room, sub)
+        if sub.closing:
+            # Let the writer deliver what is queued (an error frame) and the close code.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writer), CLOSE_WAIT_SECONDS)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    return ws
+
+
+async def _read_frames(
+    ws: web.WebSocketResponse,
+    hub: Hub,
+    room: Room,
+    sub: Subscriber,
+    max_prompt_chars: int,
+    max_bad_frames: int,
+    default_model: str,
+) -> None:
+    bad = 0
+    async for msg in ws:
+        if msg.type == WSMsgType.BINARY:
+            log.info("room %s: binary frame, closing 1003", room.state.name)
+            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
+            return
+        if msg.type != WSMsgType.TEXT:
+            continue
+        try:
+            frame = decode_client_frame(msg.data, max_prompt_chars=max_prompt_chars)
+        except ClientError as exc:
+            _refuse(sub, room, exc)
+            bad += 1
+            if max_bad_frames and bad >= max_bad_frames:
+                log.info("room %s: %d bad frames, closing 4502", room.state.name, bad)
+                sub.close(TOO_MANY_BAD_FRAMES, "too many bad frames")
+                return
+            continue
+        try:
+            if isinstance(frame, CancelRequest):
+                hub.cancel(room, frame.turn)
+            else:
+                hub.submit(room, frame, default_model=default_model)
+        except ClientError as exc:
+            exc.ref = exc.ref or frame.id
+            _refuse(sub, room, exc)
+
+
+def _refuse(sub: Subscriber, room: Room, exc: ClientError) -> None:
+    log.info("room %s: frame refused: %s (%s)", room.state.name, exc.code, exc.message)
+    _send(sub, ErrorFrame(exc.code, exc.message, exc.temporary, exc.retry_after_ms, exc.ref))

@@ -1,0 +1,79 @@
+"""Fixtures: a scripted fake upstream and the fanout server, both real, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from server.app import create_app
+from server.config import Secret, load_config
+
+from .fake_upstream import FakeUpstream
+from .viewer import Viewer
+
+API_KEY = "sk-test-secret-key-0123456789"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """The fake upstream, listening."""
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def make_server(upstream: FakeUpstream) -> AsyncIterator[ServerFactory]:
+    """Start fanout servers pointed at the fake upstream; settings as ``section.key`` kwargs."""
+    servers: list[TestServer] = []
+
+    async def start(**overrides: Any) -> TestServer:
+        settings = {
+            "upstream.base_url": upstream.base_url,
+            "upstream.max_retries": 0,
+            "upstream.idle_timeout": 5.0,
+        }
+        settings.update({k.replace("__", "."): v for k, v in overrides.items()})
+        config = load_config(None, {}, settings)
+        config = dataclasses.replace(config, api_key=Secret(API_KEY))
+        server = TestServer(create_app(config), host="127.0.0.1", port=0)
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session."""
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> TestServer:
+    """One fanout server with default settings."""
+    return await make_server()
+
+
+def ws_url(server: TestServer, room: str) -> str:
+    """The room's WebSocket URL."""
+    return str(server.make_url(f"/api/rooms/{room}/ws"))
+
+
+async def viewer(
+    session: aiohttp.ClientSession, server: TestServer, room: str, query: str = ""
+) -> Viewer:
+    """A connected viewer."""
+    return await Viewer(session, ws_url(server, room)).connect(query)

@@ -1,0 +1,146 @@
+"""A test WebSocket viewer that rebuilds every turn from snapshot + deltas and checks seqs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+
+@dataclass
+class TurnText:
+    """One turn as a viewer rebuilt it."""
+
+    status: str = "streaming"
+    choices: dict[int, dict[str, Any]] = field(default_factory=dict)
+    end: dict[str, Any] | None = None
+
+    def choice(self, index: int) -> dict[str, Any]:
+        return self.choices.setdefault(
+            index, {"content": "", "reasoning": "", "refusal": "", "tool_calls": {}}
+        )
+
+    def text(self, index: int = 0) -> str:
+        return str(self.choice(index)["content"])
+
+
+class Viewer:
+    """Connects to a room, records every frame, and rebuilds turns as a client must."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+        self.frames: list[dict[str, Any]] = []
+        self.turns: dict[str, TurnText] = {}
+        self.epoch: str | None = None
+        self.seq = 0
+        self.errors: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.close_code: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    async def connect(self, query: str = "") -> Viewer:
+        self.ws = await self.session.ws_connect(self.url + query)
+        self._task = asyncio.create_task(self._read())
+        await self.wait(
+            lambda v: (
+                any(f["type"] in ("snapshot",) for f in v.frames)
+                or any(f["type"] == "welcome" and f["recovered"] for f in v.frames)
+            )
+        )
+        return self
+
+    async def resume(self) -> Viewer:
+        """Reconnect with epoch/since of what this viewer has seen."""
+        await self.close()
+        return await self.connect(f"?epoch={self.epoch}&since={self.seq}")
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        assert self.ws is not None
+        await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._task is not None:
+            await self._task
+
+    async def wait(self, predicate: Any, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self._changed.clear()
+                if self._task is not None and self._task.done() and not predicate(self):
+                    raise AssertionError(f"connection ended first; frames: {self.frames[-3:]}")
+                await self._changed.wait()
+
+    async def wait_turn_end(self, turn: str | None = None, timeout: float = 10.0) -> TurnText:
+        def ended(v: Viewer) -> bool:
+            ids = [turn] if turn else list(v.turns)
+            return bool(ids) and all(i in v.turns and v.turns[i].end is not None for i in ids)
+
+        await self.wait(ended, timeout)
+        return self.turns[turn] if turn else list(self.turns.values())[-1]
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self._apply(json.loads(msg.data))
+                self._changed.set()
+        finally:
+            self.close_code = self.ws.close_code
+            self._changed.set()
+
+    def _apply(self, frame: dict[str, Any]) -> None:
+        self.frames.append(frame)
+        kind = frame["type"]
+        if kind == "welcome":
+            if not frame["recovered"]:
+                self.turns.clear()
+            elif frame["epoch"] != self.epoch:
+                self.problems.append("recovered on another epoch")
+            self.epoch = frame["epoch"]
+            if not frame["recovered"]:
+                self.seq = frame["seq"]
+        elif kind == "snapshot":
+            self.seq = frame["seq"]
+            for t in frame["turns"]:
+                turn = self.turns[t["id"]] = TurnText(status=t["status"])
+                for c in t["choices"]:
+                    ch = turn.choice(c["index"])
+                    for key in ("content", "reasoning", "refusal"):
+                        ch[key] = c[key]
+                    ch["tool_calls"] = {tc["index"]: dict(tc) for tc in c["tool_calls"]}
+                if t["status"] != "streaming":
+                    turn.end = {"status": t["status"], "usage": t["usage"], "error": t["error"]}
+        elif kind in ("turn.start", "delta", "turn.end"):
+            first = frame.get("first_seq", frame["seq"])
+            if first != self.seq + 1:
+                self.problems.append(f"gap or duplicate: seq {self.seq} then {first}")
+            self.seq = frame["seq"]
+            turn = self.turns.setdefault(frame["turn"], TurnText())
+            if kind == "delta":
+                for c in frame["choices"]:
+                    ch = turn.choice(c["index"])
+                    for key in ("content", "reasoning", "refusal"):
+                        ch[key] += c.get(key, "")
+                    for tc in c.get("tool_calls", []):
+                        call = ch["tool_calls"].setdefault(
+                            tc["index"],
+                            {"index": tc["index"], "id": None, "name": None, "arguments": ""},
+                        )
+                        for key in ("id", "name"):
+                            if key in tc:
+                                call[key] = tc[key]
+                        call["arguments"] += tc.get("arguments", "")
+            elif kind == "turn.end":
+                turn.status = frame["status"]
+                turn.end = frame
+        elif kind == "error":
+            self.errors.append(frame)
