@@ -67,6 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument(
         "--ttft", type=float, default=0.3, help="seconds before the first token (default 0.3)"
     )
+    watch = sub.add_parser(
+        "watch",
+        help="watch a room in the terminal (and optionally prompt it)",
+        description="Print a room's answers as they stream. With --prompt, send it and exit "
+        "when its turn ends; without, watch until Ctrl-C (or --turns N).",
+    )
+    watch.add_argument("room", help="room name")
+    watch.add_argument(
+        "--url", default="http://127.0.0.1:8080", help="server URL (default http://127.0.0.1:8080)"
+    )
+    watch.add_argument("--prompt", help="send this prompt and exit when its answer ends")
+    watch.add_argument("--model", help="model for --prompt (default: the server's)")
+    watch.add_argument("--turns", type=int, default=0, help="exit after N turns end (0 = never)")
     return parser
 
 
@@ -96,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         run_mock_upstream(args.host, args.port, MockSettings(args.tokens_per_second, args.ttft))
         return 0
+    if args.command == "watch":
+        from .watch import run_watch
+
+        return run_watch(args.url, args.room, args.prompt, args.model, args.turns)
     try:
         config = _serve_config(args)
     except ConfigError as exc:

@@ -127,9 +127,7 @@ ENV_PREFIX = "FANOUT_"
 
 
 def _coerce(where: str, default: object, value: object) -> object:
-    """Check (or, for environment strings, parse) ``value`` against the default's type."""
-    if isinstance(value, str) and not isinstance(default, str):
-        value = _parse_env(where, default, value)
+    """Check ``value`` against the default's type."""
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -205,7 +203,10 @@ def load_config(
         if found is None or found[1] not in _defaults(found[0]):
             unknown_env.append(name)
             continue
-        values[found[0]][found[1]] = raw
+        section, key = found
+        default = _defaults(section)[key]
+        where = f"{name} ({section}.{key})"
+        values[section][key] = raw if isinstance(default, str) else _parse_env(where, default, raw)
     if unknown_env:
         raise ConfigError(f"unknown environment setting(s): {', '.join(sorted(unknown_env))}")
     for dotted, value in (overrides or {}).items():

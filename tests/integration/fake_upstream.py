@@ -7,6 +7,7 @@ It streams what a script says with realistic timing and splits its writes at awk
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 from collections.abc import Callable
@@ -95,7 +96,7 @@ def awkward_pieces(data: bytes, rng: random.Random) -> list[bytes]:
         pos += rng.randint(1, 24)
         cuts.add(pos)
     edges = [0, *sorted(c for c in cuts if 0 < c < len(data)), len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
 class FakeUpstream:
@@ -126,7 +127,8 @@ class FakeUpstream:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets
+        assert server is not None
+        assert server.sockets
         port = server.sockets[0].getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}/v1"
         return self.base_url
