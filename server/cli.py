@@ -122,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The SDK's HTTP client logs every request at INFO; the turn log lines already say it.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     if config.demo:
         print(
             "fanout: DEMO MODE — no OPENAI_API_KEY and no --upstream-url; answers come from "

@@ -77,6 +77,10 @@ class TurnRunner:
             events: list[SequencedEvent] = room.state.feed(turn_id, sse, now)
             if events:
                 room.publish(events)
+                if isinstance(events[-1], TurnEnd):
+                    log.info(
+                        "room %s: turn %s ended %s", room.state.name, turn_id, events[-1].status
+                    )
         return room.state.streaming_turn != turn_id
 
     @staticmethod

@@ -51,6 +51,8 @@ class SSEDecoder:
             # A UTF-8 byte order mark may open the stream (9.2.6) and is ignored.
             text = text.removeprefix("\ufeff")
             self._first = False
+        if not text:
+            return events  # nothing decoded yet: a pending CR still waits for its LF
         if self._pending_cr and text.startswith("\n"):
             text = text[1:]  # the LF of a CRLF whose CR ended the previous chunk
         self._pending_cr = False
@@ -90,7 +92,8 @@ class SSEDecoder:
             self._event = value
 
     def _dispatch(self, events: list[SSEEvent]) -> None:
-        if self._data:
+        # An empty data buffer dispatches nothing (9.2.6), e.g. a bare "data:" keep-alive.
+        if self._data and self._data != [""]:
             events.append(SSEEvent(data="\n".join(self._data), event=self._event))
         self._data = []
         self._event = None

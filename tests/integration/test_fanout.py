@@ -44,8 +44,10 @@ async def test_post_prompt_returns_202_and_viewers_see_the_turn(
 ) -> None:
     """POST .../prompts answers 202 with the turn and its turn.start seq; viewers see it."""
     a = await viewer(session, server, "post")
-    resp = await session.post(server.make_url("/api/rooms/post/prompts"),
-                              json={"content": "hello", "options": {"temperature": 0.2}})
+    resp = await session.post(
+        server.make_url("/api/rooms/post/prompts"),
+        json={"content": "hello", "options": {"temperature": 0.2}},
+    )
     assert resp.status == 202
     body = await resp.json()
     turn = await a.wait_turn_end(body["turn"])
@@ -109,10 +111,12 @@ async def test_concurrent_prompts_start_one_turn(
 ) -> None:
     """Prompts sent at once from several viewers start one turn; the others get turn_in_progress."""
     viewers = [await viewer(session, server, "race") for _ in range(4)]
-    await asyncio.gather(*(
-        v.send({"type": "prompt", "content": f"q{i}", "id": f"p{i}"})
-        for i, v in enumerate(viewers)
-    ))
+    await asyncio.gather(
+        *(
+            v.send({"type": "prompt", "content": f"q{i}", "id": f"p{i}"})
+            for i, v in enumerate(viewers)
+        )
+    )
     for v in viewers:
         await v.wait_turn_end()
     errors = [e for v in viewers for e in v.errors]
@@ -165,9 +169,7 @@ async def test_resume_after_the_log_is_gone_gets_a_snapshot(
         await v.close()
 
 
-async def test_presence_counts_viewers(
-    server: TestServer, session: aiohttp.ClientSession
-) -> None:
+async def test_presence_counts_viewers(server: TestServer, session: aiohttp.ClientSession) -> None:
     """Viewers get presence events with the room's count, and the welcome carries it too."""
     a = await viewer(session, server, "pres")
     b = await viewer(session, server, "pres")
