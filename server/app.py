@@ -108,8 +108,11 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_sockets(app: web.Application) -> None:
     """Shutdown: close every WebSocket with 1001 so clients resume elsewhere."""
-    sockets = list(app[SOCKETS])
+    sockets: set[web.WebSocketResponse] = app[SOCKETS]
     await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets),
+        *(
+            ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+            for ws in tuple(sockets)
+        ),
         return_exceptions=True,
     )

@@ -105,6 +105,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.disconnects = 0
+        self.disconnected = asyncio.Event()
         self.completed = 0
         self.script_for: Callable[[dict[str, Any]], Script] = lambda body: Script()
         self.started = asyncio.Event()
@@ -178,5 +179,6 @@ class FakeUpstream:
             self.completed += 1
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
+            self.disconnected.set()
             raise
         return resp

@@ -30,6 +30,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 @pytest.fixture
 async def demo_server() -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """`python -m server serve` with no key and no URL, as `make run` starts it."""
@@ -39,13 +59,7 @@ async def demo_server() -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     }
     env["FANOUT_UPSTREAM_DEMO_TTFT"] = "0.05"
     env["FANOUT_UPSTREAM_DEMO_TOKENS_PER_SECOND"] = "400"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = _spawn(["serve", "--port", str(port)], env)
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as s, asyncio.timeout(20):

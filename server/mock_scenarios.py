@@ -1,0 +1,260 @@
+"""What the mock upstream reads and says: request parsing, answers and per-model scenarios.
+
+Everything here is a pure function of the request, so tests can compute the expected text
+and two runs of a load test see the same bytes. Tokens are words with their leading space,
+which is close enough to a real tokenizer for pacing and ``max_tokens`` to feel right.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MODELS = (
+    "mock",
+    "mock-tools",
+    "mock-reasoning",
+    "mock-refusal",
+    "mock-error",
+    "mock-truncate",
+    "mock-429",
+    "mock-500",
+)
+DEFAULT_MODEL = "mock"
+MAX_CHOICES = 8
+# How many tokens mock-error and mock-truncate send before they go wrong.
+BROKEN_AFTER = 5
+TOOL_ARGUMENTS = '{"city": "Paris", "unit": "celsius"}'
+REFUSAL = "I'm sorry, but I can't help with that."
+THOUGHT = (
+    "Let me think. The user wants an answer, and a deterministic mock answer fits best; "
+    "keep it short and friendly."
+)
+
+# A prime count, so any stride from the hash walks the whole pool without repeating.
+_POOL = (
+    "The café on the corner serves a naïve but honest espresso.",
+    "Every stream begins with a role and ends with a reason — always.",
+    "Tokens arrive one by one, like rain on a tin roof ☔.",
+    "Our rocket 🚀 leaves at dawn and never looks back.",
+    "A résumé of this answer would fit on a single line.",
+    "Fan-out means one upstream request and many happy viewers 👀.",
+    "The jalapeño soup was spicy, so we ordered crème brûlée.",
+    "Determinism makes tests boring, and boring tests are good tests ✅.",
+    "Über-long answers get trimmed when max_tokens says so.",
+    "Slow writes should never make the schedule drift by even a µs.",
+    "The façade hides a small and patient event loop.",
+    "Say こんにちは to the mock and it answers 你好 right back.",
+    "Nothing here is real, yet every byte is chosen with care ✨.",
+)
+_MIN_TOKENS = 40
+_SNIPPET_CHARS = 40
+# Like OpenAI's: many small fragments, some cutting words in two, none valid JSON alone.
+ARGUMENT_FRAGMENTS = tuple(re.findall(r"\W+|\w{1,4}", TOOL_ARGUMENTS))
+
+Field = Literal["content", "reasoning_content", "refusal", "arguments"]
+Ending = Literal["normal", "error", "truncate"]
+
+
+def tokenize(text: str) -> tuple[str, ...]:
+    """Split text into word tokens, each keeping its leading whitespace."""
+    return tuple(re.findall(r"\s*\S+", text))
+
+
+def message_text(content: object) -> str:
+    """The text of a message's content: the string itself, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        ]
+        return " ".join(parts)
+    return ""
+
+
+def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    """The text of the last user message, or "" when there is none."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message.get("content"))
+    return ""
+
+
+def prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
+    """A stable stand-in for the prompt's token count: words plus a per-message overhead."""
+    return sum(3 + len(message_text(m.get("content")).split()) for m in messages)
+
+
+def answer_text(prompt: str, index: int) -> str:
+    """The deterministic answer for choice ``index`` of ``prompt`` (40-60 tokens)."""
+    snippet = " ".join(prompt.split())[:_SNIPPET_CHARS].strip() or "(empty prompt)"
+    text = f"Mock answer {index} to: {snippet}."
+    digest = zlib.crc32(f"{index}\x00{prompt}".encode())
+    start = digest % len(_POOL)
+    stride = 1 + (digest >> 8) % (len(_POOL) - 1)
+    count = len(tokenize(text))
+    # The prefix is at most 24 tokens and no sentence is over 13, so this ends by 52 (<= 60).
+    for k in range(len(_POOL)):
+        if count >= _MIN_TOKENS:
+            break
+        sentence = _POOL[(start + k * stride) % len(_POOL)]
+        text += " " + sentence
+        count += len(tokenize(sentence))
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ChoicePlan:
+    """One choice: what it opens with, its tokens in order, and why it stops."""
+
+    index: int
+    tool_name: str | None
+    tokens: tuple[tuple[Field, str], ...]
+    finish_reason: str
+
+    @property
+    def tool_call_id(self) -> str:
+        """The id of this choice's tool call."""
+        return f"call_mock_{self.index + 1}"
+
+    def opening_delta(self) -> dict[str, Any]:
+        """The first delta of the choice, which carries the role."""
+        if self.tool_name is not None:
+            call = {
+                "index": 0,
+                "id": self.tool_call_id,
+                "type": "function",
+                "function": {"name": self.tool_name, "arguments": ""},
+            }
+            return {"role": "assistant", "content": None, "tool_calls": [call]}
+        if any(field == "refusal" for field, _ in self.tokens):
+            return {"role": "assistant", "content": None, "refusal": ""}
+        return {"role": "assistant", "content": ""}
+
+    def message(self) -> dict[str, Any]:
+        """The whole message, as a non-streaming ``chat.completion`` carries it."""
+        joined: dict[Field, str] = {}
+        for field, text in self.tokens:
+            joined[field] = joined.get(field, "") + text
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if self.tool_name is not None else joined.get("content", ""),
+            "refusal": joined.get("refusal"),
+        }
+        if "refusal" in joined:
+            message["content"] = None
+        if "reasoning_content" in joined:
+            message["reasoning_content"] = joined["reasoning_content"]
+        if self.tool_name is not None:
+            function = {"name": self.tool_name, "arguments": joined.get("arguments", "")}
+            message["tool_calls"] = [
+                {"id": self.tool_call_id, "type": "function", "function": function}
+            ]
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """The parts of a chat completions body the mock acts on."""
+
+    model: str
+    prompt: str
+    prompt_tokens: int
+    n: int
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+    tool_name: str | None
+
+
+def _positive_int(body: dict[str, Any], name: str) -> int | None:
+    """``body[name]`` if it is a positive integer or absent (None); ValueError otherwise."""
+    value = body.get(name)
+    if value is None:
+        return None
+    # bool is an int subclass, and true is not a count.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{value!r} is not valid for '{name}': expected an integer >= 1.")
+    return value
+
+
+def _first_tool_name(tools: object) -> str | None:
+    """The function name of the request's first tool, if it has one."""
+    if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+        function = tools[0].get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return str(function["name"])
+    return None
+
+
+def parse_request(body: object) -> ChatRequest:
+    """Validate a chat completions body; ValueError carries the message for a 400."""
+    if not isinstance(body, dict):
+        raise ValueError("The request body must be a JSON object.")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty array.")
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        raise ValueError("Every item of 'messages' must be an object with a string 'role'.")
+    model = body.get("model", DEFAULT_MODEL)
+    if not isinstance(model, str):
+        raise ValueError("'model' must be a string.")
+    n = _positive_int(body, "n") or 1
+    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    return ChatRequest(
+        model=model,
+        prompt=last_user_text(messages),
+        prompt_tokens=prompt_tokens(messages),
+        n=min(n, MAX_CHOICES),
+        max_tokens=max_tokens,
+        stream=body.get("stream") is True,
+        include_usage=include_usage,
+        tool_name=_first_tool_name(body.get("tools")),
+    )
+
+
+def token_delta(field: Field, text: str) -> dict[str, Any]:
+    """The delta that carries one token."""
+    if field == "arguments":
+        return {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
+    return {field: text}
+
+
+def ending_for(model: str) -> Ending:
+    """How a scenario's stream ends."""
+    if model == "mock-error":
+        return "error"
+    if model == "mock-truncate":
+        return "truncate"
+    return "normal"
+
+
+def plan_choice(
+    model: str, prompt: str, index: int, tool_name: str | None, max_tokens: int | None
+) -> ChoicePlan:
+    """Plan one choice of ``model`` for ``prompt``, cut at ``max_tokens``."""
+    tokens: list[tuple[Field, str]]
+    name: str | None = None
+    finish = "stop"
+    if model == "mock-tools":
+        name = tool_name or "get_weather"
+        tokens = [("arguments", fragment) for fragment in ARGUMENT_FRAGMENTS]
+        finish = "tool_calls"
+    elif model == "mock-refusal":
+        tokens = [("refusal", t) for t in tokenize(REFUSAL)]
+    else:
+        tokens = [("content", t) for t in tokenize(answer_text(prompt, index))]
+        if model == "mock-reasoning":
+            tokens = [("reasoning_content", t) for t in tokenize(THOUGHT)] + tokens
+    if max_tokens is not None and len(tokens) > max_tokens:
+        tokens = tokens[:max_tokens]
+        finish = "length"
+    return ChoicePlan(index=index, tool_name=name, tokens=tuple(tokens), finish_reason=finish)
