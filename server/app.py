@@ -39,7 +39,6 @@ def create_app(config: Config) -> web.Application:
         HubLimits(
             max_rooms=config.rooms.max_rooms,
             max_subscribers=config.rooms.max_subscribers,
-            idle_forget_seconds=config.rooms.idle_forget_seconds,
         ),
         secrets,
     )

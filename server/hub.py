@@ -27,7 +27,6 @@ class HubLimits:
 
     max_rooms: int = 10_000
     max_subscribers: int = 0
-    idle_forget_seconds: float = 3600.0
 
 
 class Room:
@@ -74,9 +73,7 @@ class Hub:
         room = self.rooms.get(name)
         if room is None:
             if self.limits.max_rooms and len(self.rooms) >= self.limits.max_rooms:
-                self.forget_idle(time.monotonic(), 0.0)
-                if len(self.rooms) >= self.limits.max_rooms:
-                    raise ClientError("unavailable", "the server has reached its room limit")
+                raise ClientError("unavailable", "the server has reached its room limit")
             epoch = secrets.token_hex(6)
             room = self.rooms[name] = Room(RoomState(name, epoch, self.room_limits, self._secrets))
         return room

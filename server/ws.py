@@ -73,14 +73,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     sub = Subscriber(WebSocketSink(ws), config.limits.outbox_bytes)
-    state = room.state
     # From here to hub.join nothing awaits, so the snapshot (or replay) and the live
-    # events that follow meet at exactly one seq: no gap, no duplicate.
-    replay = state.resume(*resume) if resume is not None else None
+    # events that follow meet at exactly one seq: no gap, no duplicate. The room is looked
+    # up again because it may have been forgotten while the handshake was awaited.
     try:
+        room = hub.room(name)
+        state = room.state
+        replay = state.resume(*resume) if resume is not None else None
         viewers = hub.join(room, sub)
     except ClientError:
-        await ws.close(code=CAPACITY, message=b"room is full")
+        await ws.close(code=CAPACITY, message=b"server at capacity")
         return ws
     _send(
         sub, Welcome(state.name, state.epoch, state.seq, "publisher", replay is not None, viewers)
