@@ -15,6 +15,7 @@ import aiohttp
 import openai
 import pytest
 from pytest_aiohttp import AiohttpClient
+
 from server.mock_scenarios import (
     ARGUMENT_FRAGMENTS,
     BROKEN_AFTER,

@@ -98,5 +98,5 @@ def test_secrets_come_from_the_environment_and_hide_in_reprs() -> None:
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A config path that does not exist is reported, not ignored."""
-    with pytest.raises(ConfigError, match="nope.toml"):
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
         load_config(tmp_path / "nope.toml")
