@@ -54,9 +54,9 @@ def merge_deltas(deltas: Sequence[Delta]) -> Delta:
     first = deltas[0]
     choices: dict[int, ChoiceDelta] = {}
     expected = first.seq
-    for delta in deltas:
+    for position, delta in enumerate(deltas):
         start = delta.seq if delta.first_seq is None else delta.first_seq
-        if delta.turn != first.turn or (delta is not first and start != expected + 1):
+        if delta.turn != first.turn or (position > 0 and start != expected + 1):
             raise ValueError("deltas to merge must be consecutive and of one turn")
         expected = delta.seq
         for choice in delta.choices:

@@ -54,6 +54,11 @@ class TurnStarted:
     event: TurnStart | None
 
 
+def _reject_constant(name: str) -> object:
+    """NaN and Infinity are not JSON: an upstream sending them sent a bad chunk."""
+    raise ValueError(f"not JSON: {name}")
+
+
 class _Turn:
     __slots__ = (
         "acc",
@@ -173,8 +178,8 @@ class RoomState:
         if sse.data.strip() == "[DONE]":
             return [self._end(turn, self._natural_status(turn), None, now)]
         try:
-            chunk = json.loads(sse.data)
-        except ValueError:
+            chunk = json.loads(sse.data, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
             err = ErrorInfo("bad_chunk", "the upstream sent a chunk that is not JSON")
             return [self._end(turn, "failed", err, now)]
         if sse.event == "error" or not isinstance(chunk, dict):
@@ -243,11 +248,8 @@ class RoomState:
 
     def _prune_turns(self) -> None:
         keep = max(self.limits.snapshot_turns, self.limits.history_turns, 1)
-        while len(self._turns) > keep:
-            oldest = next(iter(self._turns))
-            if self._turns[oldest] is self._streaming:
-                break
-            del self._turns[oldest]
+        while len(self._turns) > keep:  # called with no turn streaming: all are ended
+            del self._turns[next(iter(self._turns))]
 
     def _prune_prompt_ids(self) -> None:
         first_logged = self._log[0].seq if self._log else self.seq + 1
