@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import openai
 
 from .config import UpstreamConfig
@@ -79,6 +80,9 @@ class UpstreamClient:
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from exc
         except openai.APITimeoutError as exc:
+            # The SDK's aiohttp transport reports a refused connection as a connect timeout.
+            if _caused_by(exc, aiohttp.ClientConnectorError):
+                raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from exc
         except openai.APIConnectionError as exc:
             raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
@@ -122,3 +126,13 @@ class UpstreamClient:
         return UpstreamError(
             info.code, info.message, status=exc.status_code, retry_after_ms=retry_ms
         )
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """True when ``kind`` is anywhere in the chain of causes of ``exc``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
