@@ -54,11 +54,7 @@ class TurnRunner:
             self._end(room, state.fail(turn_id, ErrorInfo(exc.code, exc.message), time.time()))
         except TimeoutError:
             log.info("room %s: turn %s timed out (body started: %s)", state.name, turn_id, got_body)
-            if got_body:
-                self._end(room, state.end_stream(turn_id, time.time()))
-            else:
-                info = ErrorInfo("upstream_timeout", "the upstream did not answer in time")
-                self._end(room, state.fail(turn_id, info, time.time()))
+            self._end(room, state.time_out(turn_id, body_started=got_body, now=time.time()))
         except asyncio.CancelledError:
             # Cancel (already published its turn.end) or shutdown: leaving the stream
             # context above closed the upstream connection.

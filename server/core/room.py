@@ -208,6 +208,13 @@ class RoomState:
             return None
         return self._end(turn, "failed", error, now)
 
+    def time_out(self, turn_id: TurnId, *, body_started: bool, now: float) -> TurnEnd | None:
+        """The upstream went silent too long: ``truncated`` once its body began, else ``failed``."""
+        if body_started:
+            return self.end_stream(turn_id, now)
+        error = ErrorInfo("upstream_timeout", "the upstream did not answer in time")
+        return self.fail(turn_id, error, now)
+
     def cancel(self, turn_id: str, now: float) -> TurnEnd:
         """Cancel a streaming turn.
 

@@ -222,3 +222,24 @@ def test_non_finite_usage_still_encodes() -> None:
     for event in events:
         encode(event)
     encode(room.snapshot())
+
+
+@pytest.mark.parametrize(
+    ("body_started", "status", "error"),
+    [
+        (False, "failed", ErrorInfo("upstream_timeout", "the upstream did not answer in time")),
+        (True, "truncated", None),
+    ],
+)
+def test_time_out_fails_before_the_body_and_truncates_after(
+    body_started: bool, status: str, error: ErrorInfo | None
+) -> None:
+    """Silence before the body is a failure; silence after it keeps the text, truncated."""
+    room = make_room()
+    start(room, "t1")
+    feed(room, "t1", text("partial"))
+    end = room.time_out(TurnId("t1"), body_started=body_started, now=3.0)
+    assert end is not None
+    assert (end.status, end.error) == (status, error)
+    assert room.streaming_turn is None
+    assert room.time_out(TurnId("t1"), body_started=True, now=4.0) is None
