@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from . import http_api, pages
+from . import http_api, pages, tap
 from .config import Config
 from .core.room import RoomLimits
 from .errors_http import json_errors
@@ -44,6 +44,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[SOCKETS] = set()
     app.router.add_routes(http_api.routes)
+    app.router.add_routes(tap.routes)
     app.router.add_get("/api/rooms/{room}/ws", websocket_handler)
     pages.setup_pages(app)
     app.cleanup_ctx.append(_upstream_ctx)

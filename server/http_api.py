@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -48,7 +49,12 @@ async def room_snapshot(request: web.Request) -> web.Response:
     return web.json_response(snapshot_wire(room.state.snapshot()))
 
 
-async def _json_body(request: web.Request) -> dict[str, object]:
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's body as a JSON object, at most 1 MiB of UTF-8.
+
+    Raises:
+        ClientError: ``too_large`` or ``bad_request``.
+    """
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ClientError("too_large", "request body too large")
     raw = await request.content.read(MAX_BODY_BYTES + 1)
@@ -67,9 +73,7 @@ async def post_prompt(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
-    prompt = parse_prompt(
-        await _json_body(request), max_prompt_chars=config.limits.max_prompt_chars
-    )
+    prompt = parse_prompt(await json_body(request), max_prompt_chars=config.limits.max_prompt_chars)
     room = hub.room(name)
     started = hub.submit(room, prompt, default_model=config.upstream.model)
     return web.json_response({"turn": started.turn, "seq": started.seq}, status=202)

@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .core.codec import encode
 from .core.errors import ClientError
@@ -17,6 +17,9 @@ from .core.presence import PresenceGate
 from .core.room import RoomLimits, RoomState, TurnKind, TurnStarted
 from .core.types import RoomName, TurnId
 from .subscriber import Subscriber
+
+if TYPE_CHECKING:
+    from .turns import TurnListener
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,14 @@ class Hub:
             room.publish((event,))
 
     def submit(
-        self, room: Room, request: PromptRequest, *, default_model: str, kind: TurnKind = "room"
+        self,
+        room: Room,
+        request: PromptRequest,
+        *,
+        default_model: str,
+        kind: TurnKind = "room",
+        body: dict[str, Any] | None = None,
+        listener: TurnListener | None = None,
     ) -> TurnStarted:
         """Start a turn for a prompt (or find the one its id started).
 
@@ -134,7 +144,9 @@ class Hub:
             room.publish((started.event,))
             assert self._runner is not None, "attach_runner() first"
             room.task = asyncio.create_task(
-                self._runner.run(room, started.turn, started.event.model, request.options),
+                self._runner.run(
+                    room, started.turn, started.event.model, request.options, body, listener
+                ),
                 name=f"turn-{started.turn}",
             )
         return started
@@ -180,6 +192,12 @@ class TurnStarter(Protocol):
     """Runs a started turn; implemented by ``turns.TurnRunner``."""
 
     async def run(
-        self, room: Room, turn_id: TurnId, model: str, options: Mapping[str, object] | None
+        self,
+        room: Room,
+        turn_id: TurnId,
+        model: str,
+        options: Mapping[str, object] | None,
+        body: dict[str, Any] | None = None,
+        listener: TurnListener | None = None,
     ) -> None:
         """Stream the turn and publish its events until it ends."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 from .core.errors import UpstreamError
 from .core.messages import ErrorInfo, SequencedEvent, TurnEnd
@@ -17,6 +18,19 @@ from .upstream import StreamBroken, UpstreamClient
 log = logging.getLogger(__name__)
 
 
+class TurnListener(Protocol):
+    """Hears a turn's upstream as it happens (the tap relays it to its caller)."""
+
+    def on_sse(self, event: SSEEvent) -> None:
+        """One upstream SSE event, before the room applies it."""
+
+    def on_error(self, error: UpstreamError) -> None:
+        """The upstream failed before its body (HTTP error, refused, timed out)."""
+
+    def on_end(self) -> None:
+        """The turn's runner is done, whatever the outcome."""
+
+
 class TurnRunner:
     """Streams a turn from the upstream into its room until the turn ends."""
 
@@ -25,12 +39,34 @@ class TurnRunner:
         self.system_prompt = system_prompt
 
     async def run(
-        self, room: Room, turn_id: TurnId, model: str, options: Mapping[str, object] | None
+        self,
+        room: Room,
+        turn_id: TurnId,
+        model: str,
+        options: Mapping[str, object] | None,
+        body: dict[str, Any] | None = None,
+        listener: TurnListener | None = None,
     ) -> None:
-        """Stream ``turn_id``; every outcome ends the turn with exactly one ``turn.end``."""
+        """Stream ``turn_id``; every outcome ends the turn with exactly one ``turn.end``.
+
+        Args:
+            body: the request body as given (tap turns); None builds it from the room.
+            listener: told every upstream SSE event and error (the tap's caller).
+        """
         state = room.state
-        messages = state.messages_for(turn_id, self.system_prompt)
-        body = self.upstream.build_body(messages, model, dict(options) if options else None)
+        if body is None:
+            messages = state.messages_for(turn_id, self.system_prompt)
+            body = self.upstream.build_body(messages, model, dict(options) if options else None)
+        try:
+            await self._stream(room, turn_id, body, listener)
+        finally:
+            if listener is not None:
+                listener.on_end()
+
+    async def _stream(
+        self, room: Room, turn_id: TurnId, body: dict[str, Any], listener: TurnListener | None
+    ) -> None:
+        state = room.state
         config = self.upstream.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.total_timeout
@@ -43,14 +79,16 @@ class TurnRunner:
                     async for raw in chunks:
                         got_body = True
                         timer.reschedule(min(loop.time() + config.idle_timeout, deadline))
-                        if self._apply(room, turn_id, decoder.feed(raw)):
+                        if self._apply(room, turn_id, decoder.feed(raw), listener):
                             return
-                    if self._apply(room, turn_id, decoder.close()):
+                    if self._apply(room, turn_id, decoder.close(), listener):
                         return
             self._end(room, state.end_stream(turn_id, time.time()))
         except StreamBroken:
             self._end(room, state.end_stream(turn_id, time.time()))
         except UpstreamError as exc:
+            if listener is not None:
+                listener.on_error(exc)
             self._end(room, state.fail(turn_id, ErrorInfo(exc.code, exc.message), time.time()))
         except TimeoutError:
             log.info("room %s: turn %s timed out (body started: %s)", state.name, turn_id, got_body)
@@ -66,10 +104,14 @@ class TurnRunner:
             self._end(room, state.fail(turn_id, info, time.time()))
 
     @staticmethod
-    def _apply(room: Room, turn_id: TurnId, sse_events: list[SSEEvent]) -> bool:
+    def _apply(
+        room: Room, turn_id: TurnId, sse_events: list[SSEEvent], listener: TurnListener | None
+    ) -> bool:
         """Feed decoded SSE events to the room; True once the turn has ended."""
         now = time.time()
         for sse in sse_events:
+            if listener is not None:
+                listener.on_sse(sse)
             events: list[SequencedEvent] = room.state.feed(turn_id, sse, now)
             if events:
                 room.publish(events)

@@ -75,7 +75,12 @@ class UpstreamClient:
             StreamBroken: the body broke after it began.
         """
         try:
-            manager = self._client.chat.completions.with_streaming_response.create(**body)
+            # Everything but the three fields the SDK insists on goes through as extra_body,
+            # so provider-specific fields of a tap request reach the upstream unchanged.
+            rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+            manager = self._client.chat.completions.with_streaming_response.create(
+                model=body["model"], messages=body["messages"], stream=True, extra_body=rest
+            )
             response = await manager.__aenter__()
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from exc
@@ -123,9 +128,28 @@ class UpstreamClient:
         log.warning(
             "upstream answered HTTP %s (%s)", exc.status_code, scrub(info.code, self._secrets)
         )
+        payload = body if isinstance(body, dict) else {"error": {"message": info.message}}
         return UpstreamError(
-            info.code, info.message, status=exc.status_code, retry_after_ms=retry_ms
+            info.code,
+            info.message,
+            status=exc.status_code,
+            retry_after_ms=retry_ms,
+            payload={"error": _scrubbed(payload.get("error", payload), self._secrets)},
         )
+
+    async def models(self) -> tuple[int, bytes]:
+        """The upstream's ``GET /models`` answer: status and raw JSON body.
+
+        Raises:
+            UpstreamError: the upstream could not be reached or answered an error.
+        """
+        try:
+            raw = await self._client.models.with_raw_response.list()
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from exc
+        except openai.APIError as exc:
+            raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
+        return raw.http_response.status_code, raw.http_response.content
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
@@ -136,3 +160,14 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _scrubbed(value: object, secrets: tuple[str, ...]) -> object:
+    """A JSON value with every string scrubbed of secrets."""
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, dict):
+        return {str(k): _scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, secrets) for v in value]
+    return value

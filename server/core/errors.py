@@ -56,12 +56,14 @@ class UpstreamError(FanoutError):
         *,
         status: int | None = None,
         retry_after_ms: int | None = None,
+        payload: object = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
         self.retry_after_ms = retry_after_ms
+        self.payload = payload  # the upstream's error JSON, scrubbed, for the tap to pass on
 
 
 class BrokerError(FanoutError):

@@ -276,6 +276,11 @@ class RoomState:
             room=self.name, epoch=self.epoch, seq=self.seq, turns=tuple(t.view() for t in newest)
         )
 
+    def turn_view(self, turn_id: TurnId) -> TurnView | None:
+        """One retained turn as it stands, or None once it is forgotten."""
+        turn = self._turns.get(turn_id)
+        return None if turn is None else turn.view()
+
     def resume(self, epoch: str, since: int) -> tuple[SequencedEvent, ...] | None:
         """Every event after ``since`` when all are retained on this epoch, else None."""
         if epoch != self.epoch or not 0 <= since <= self.seq:

@@ -1,0 +1,134 @@
+"""The OpenAI-compatible tap (PROTOCOL.md, "Tap"): what goes upstream, what goes back.
+
+A tap request is a standard chat-completions request with ``X-Room``. The server always
+streams from the upstream (so the room watches live) and answers the caller as the upstream
+would have: relayed SSE when the caller asked to stream, one ``chat.completion`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ClientError
+from .messages import TurnView
+
+
+@dataclass(frozen=True, slots=True)
+class TapRequest:
+    """A validated tap request and the body to send upstream."""
+
+    prompt: str
+    model: str
+    stream: bool
+    wants_usage: bool
+    upstream_body: dict[str, Any]
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def parse_tap_request(
+    body: Mapping[str, Any], *, default_model: str, include_usage: bool
+) -> TapRequest:
+    """Validate a tap body and build the upstream body (always streaming).
+
+    Raises:
+        ClientError: ``bad_request`` when ``messages`` or ``model`` is not usable.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ClientError("bad_request", "'messages' must be a non-empty list")
+    if not all(isinstance(m, Mapping) for m in messages):
+        raise ClientError("bad_request", "every message must be an object")
+    model = body.get("model", default_model)
+    if not isinstance(model, str) or not model:
+        raise ClientError("bad_request", "'model' must be a non-empty string")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ClientError("bad_request", "'stream' must be a boolean")
+    options = body.get("stream_options")
+    options = dict(options) if isinstance(options, Mapping) else {}
+    wants_usage = stream and options.get("include_usage") is True
+    if include_usage:
+        options["include_usage"] = True
+    upstream = {k: v for k, v in body.items() if k != "stream_options"}
+    upstream.update(model=model, stream=True)
+    if options:
+        upstream["stream_options"] = options
+    users = [m for m in messages if m.get("role") == "user"]
+    prompt = _text_of(users[-1].get("content")) if users else ""
+    return TapRequest(prompt, model, stream, wants_usage, upstream)
+
+
+def relay_data(data: str, *, wants_usage: bool) -> str | None:
+    """The SSE ``data`` to pass to the caller, or None to drop it.
+
+    The server asks for usage for the room's sake; a caller that did not ask does not get
+    the usage chunk, nor the ``usage: null`` that include_usage adds to every other chunk.
+    """
+    if wants_usage or data.strip() == "[DONE]":
+        return data
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        return data
+    if not isinstance(chunk, dict) or "usage" not in chunk:
+        return data
+    if chunk["usage"] is not None and not chunk.get("choices"):
+        return None
+    del chunk["usage"]
+    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
+
+
+def completion_object(
+    turn: TurnView, *, completion_id: str, created: int, wants_usage: bool = True
+) -> dict[str, Any]:
+    """A non-streaming ``chat.completion`` built from the accumulated turn."""
+    choices = []
+    for choice in turn.choices:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": choice.content or (None if choice.tool_calls else ""),
+            "refusal": choice.refusal or None,
+        }
+        if choice.reasoning:
+            message["reasoning_content"] = choice.reasoning
+        if choice.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in choice.tool_calls
+            ]
+        choices.append(
+            {
+                "index": choice.index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": choice.finish_reason,
+            }
+        )
+    out: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": turn.model,
+        "choices": choices,
+    }
+    if wants_usage and turn.usage is not None:
+        out["usage"] = dict(turn.usage)
+    return out
