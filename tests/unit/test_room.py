@@ -243,3 +243,14 @@ def test_time_out_fails_before_the_body_and_truncates_after(
     assert (end.status, end.error) == (status, error)
     assert room.streaming_turn is None
     assert room.time_out(TurnId("t1"), body_started=True, now=4.0) is None
+
+
+def test_turn_view_of_a_retained_turn_and_of_an_unknown_one() -> None:
+    """turn_view shows a retained turn as it stands and None for a turn the room never had."""
+    room = make_room()
+    start(room, "t1")
+    feed(room, "t1", text("so far"))
+    view = room.turn_view(TurnId("t1"))
+    assert view is not None
+    assert (view.status, view.choices[0].content) == ("streaming", "so far")
+    assert room.turn_view(TurnId("nope")) is None
