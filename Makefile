@@ -15,12 +15,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 
+# The tests drive the official openai npm package too (tests/node, pinned by its lock file).
+NODE_STAMP := tests/node/node_modules/.installed
+
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
 ## run: start the server (demo mode on the built-in mock upstream when no OPENAI_API_KEY)
 run: $(STAMP)
 	$(PY) -m server serve $(ARGS)
 
 ## test: lint, type-check, then every test with coverage (server/core must be 100% covered)
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(MAKE) --no-print-directory check
 	$(PY) -m pytest --cov=server --cov-branch --cov-report=term -q $(ARGS)
 	$(PY) -m coverage report --include='server/core/*' --fail-under=100 --show-missing
@@ -36,4 +45,4 @@ bench: $(STAMP)
 	$(PY) -m bench.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info
+	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

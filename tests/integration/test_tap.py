@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import openai
@@ -236,4 +238,30 @@ async def test_tap_while_a_turn_streams_is_409(
     )
     assert resp.status == 409
     assert (await resp.json())["error"]["code"] == "turn_in_progress"
+    await watcher.close()
+
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+async def test_openai_npm_package_streams_through_the_tap(
+    server: TestServer, session: aiohttp.ClientSession
+) -> None:
+    """The official openai npm package (Node) gets exactly the text a room viewer rebuilt."""
+    assert (NODE_DIR / "node_modules" / "openai").is_dir(), "run `make test` (npm ci tests/node)"
+    watcher = await viewer(session, server, "node")
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_DIR / "tap_stream.mjs"),
+        str(server.make_url("/v1")),
+        "node",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    result = json.loads(out)
+    turn = await watcher.wait_turn_end()
+    assert result["text"] == turn.text() == FULL
+    assert result["finish_reason"] == "stop"
     await watcher.close()
