@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
-    """One dispatched event: its ``event`` field (None when absent) and joined ``data``."""
+    """One dispatched event: joined ``data``, its ``event`` and ``id`` fields (None if absent)."""
 
     data: str
     event: str | None = None
+    id: str | None = None
 
 
 class SSEDecoder:
@@ -25,6 +26,7 @@ class SSEDecoder:
         self._buffer = ""
         self._data: list[str] = []
         self._event: str | None = None
+        self._id: str | None = None
         self._pending_cr = False
         self._first = True
 
@@ -90,10 +92,13 @@ class SSEDecoder:
             self._data.append(value)
         elif field == "event":
             self._event = value
+        elif field == "id" and "\0" not in value:
+            self._id = value
 
     def _dispatch(self, events: list[SSEEvent]) -> None:
         # An empty data buffer dispatches nothing (9.2.6), e.g. a bare "data:" keep-alive.
         if self._data and self._data != [""]:
-            events.append(SSEEvent(data="\n".join(self._data), event=self._event))
+            events.append(SSEEvent("\n".join(self._data), self._event, self._id))
         self._data = []
         self._event = None
+        self._id = None

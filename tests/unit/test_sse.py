@@ -80,7 +80,7 @@ STREAM = (
 STREAM_EVENTS = [
     SSEEvent('{"c":"caf\u00e9 \U0001f680"}'),
     SSEEvent("line one\nl\u00e9", "error"),
-    SSEEvent("\U0001f680"),
+    SSEEvent("\U0001f680", None, "7"),
     SSEEvent("[DONE]"),
 ]
 
@@ -165,9 +165,9 @@ def test_data_values(raw: bytes, expected: str) -> None:
 
 
 def test_unknown_fields_are_ignored() -> None:
-    """``id``, ``retry`` and unknown fields neither make nor break events."""
+    """``retry`` and unknown fields neither make nor break events; an id alone makes none."""
     raw = b"id: 1\nretry: 10\nfoo: bar\nDATA: no\ndata: yes\nbaz\n\nid: 2\n\n"
-    assert decode(raw) == [SSEEvent("yes")]
+    assert decode(raw) == [SSEEvent("yes", None, "1")]
 
 
 @pytest.mark.parametrize(
@@ -242,3 +242,10 @@ def test_close_returns_only_the_pending_event() -> None:
 def test_an_empty_data_buffer_dispatches_nothing(raw: bytes, expected: list[SSEEvent]) -> None:
     """An event whose data buffer is empty is not dispatched (WHATWG HTML 9.2.6)."""
     assert decode(raw) == expected
+
+
+def test_id_field_is_reported_with_its_event() -> None:
+    """An `id:` line names its event; an id with NUL is ignored; the next event has none."""
+    decoder = SSEDecoder()
+    events = decoder.feed(b"id: e1:5\nevent: delta\ndata: {}\n\nid: a\x00b\ndata: x\n\ndata: y\n\n")
+    assert events == [SSEEvent("{}", "delta", "e1:5"), SSEEvent("x"), SSEEvent("y")]
