@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from . import http_api, pages, tap
+from . import http_api, pages, sse_endpoint, tap
 from .config import Config
 from .core.room import RoomLimits
 from .errors_http import json_errors
 from .hub import Hub, HubLimits
-from .keys import CONFIG, HUB, SOCKETS, UPSTREAM
+from .keys import CONFIG, HUB, SOCKETS, SSE_STREAMS, UPSTREAM
+from .subscriber import Subscriber
 from .turns import TurnRunner
 from .upstream import OPENAI_BASE_URL, UpstreamClient
 from .ws import websocket_handler
@@ -23,6 +24,7 @@ from .ws import websocket_handler
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 60.0
+GOING_AWAY = 1001
 
 
 def create_app(config: Config) -> web.Application:
@@ -43,8 +45,10 @@ def create_app(config: Config) -> web.Application:
         secrets,
     )
     app[SOCKETS] = set()
+    app[SSE_STREAMS] = set()
     app.router.add_routes(http_api.routes)
     app.router.add_routes(tap.routes)
+    app.router.add_routes(sse_endpoint.routes)
     app.router.add_get("/api/rooms/{room}/ws", websocket_handler)
     pages.setup_pages(app)
     app.cleanup_ctx.append(_upstream_ctx)
@@ -107,7 +111,10 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    """Shutdown: close every WebSocket with 1001 so clients resume elsewhere."""
+    """Shutdown: end SSE streams, close every WebSocket with 1001 so clients resume."""
+    streams: set[Subscriber] = app[SSE_STREAMS]
+    for sub in tuple(streams):
+        sub.close(GOING_AWAY, "server shutting down")
     sockets: set[web.WebSocketResponse] = app[SOCKETS]
     await asyncio.gather(
         *(

@@ -42,6 +42,7 @@ class ServerConfig:
     allowed_origins: list[str] = field(default_factory=list)
     log_level: str = "info"
     heartbeat_seconds: float = 30.0
+    sse_keepalive_seconds: float = 15.0
     shutdown_grace_seconds: float = 5.0
 
 
@@ -81,6 +82,9 @@ class LimitsConfig:
     max_prompt_chars: int = 32_768
     max_bad_frames: int = 10
     outbox_bytes: int = 1_048_576
+    coalesce_ms: float = 0.0
+    close_timeout_seconds: float = 2.0
+    send_buffer_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,7 @@ class Hub:
             raise ClientError("unavailable", "this room has reached its subscriber limit")
         room.subscribers.add(sub)
         viewers = room.state.join()
-        self._presence_changed(room)
+        self._presence_changed(room, joined=True)
         return viewers
 
     def leave(self, room: Room, sub: Subscriber) -> None:
@@ -102,9 +102,9 @@ class Hub:
             room.idle_since = time.monotonic()
             self._presence_changed(room)
 
-    def _presence_changed(self, room: Room) -> None:
+    def _presence_changed(self, room: Room, *, joined: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        delay = room.presence.changed(loop.time())
+        delay = room.presence.changed(loop.time(), joined=joined)
         if delay is not None:
             room.presence_timer = loop.call_later(delay, self._flush_presence, room)
 

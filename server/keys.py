@@ -6,9 +6,11 @@ from aiohttp import web
 
 from .config import Config
 from .hub import Hub
+from .subscriber import Subscriber
 from .upstream import UpstreamClient
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", Hub)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+SSE_STREAMS: web.AppKey[set[Subscriber]] = web.AppKey("sse_streams")

@@ -8,11 +8,12 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .core.codec import decode_client_frame, encode
+from .core.codec import decode_client_frame
 from .core.errors import ClientError
-from .core.messages import CancelRequest, ErrorFrame, ServerMessage, Welcome
+from .core.messages import CancelRequest, ErrorFrame
 from .core.types import parse_room_name
 from .hub import Hub, Room
+from .joining import attach, send_one
 from .keys import CONFIG, HUB, SOCKETS
 from .subscriber import Subscriber
 
@@ -54,10 +55,6 @@ def resume_point(query: dict[str, str]) -> tuple[str, int] | None:
     return epoch, int(since)
 
 
-def _send(sub: Subscriber, msg: ServerMessage) -> None:
-    sub.send(msg, encode(msg))
-
-
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """Join a room: welcome, snapshot or replay, then live events; read client frames."""
     config = request.app[CONFIG]
@@ -73,25 +70,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     sub = Subscriber(WebSocketSink(ws), config.limits.outbox_bytes)
-    # From here to hub.join nothing awaits, so the snapshot (or replay) and the live
-    # events that follow meet at exactly one seq: no gap, no duplicate. The room is looked
-    # up again because it may have been forgotten while the handshake was awaited.
     try:
-        room = hub.room(name)
-        state = room.state
-        replay = state.resume(*resume) if resume is not None else None
-        viewers = hub.join(room, sub)
+        room = attach(hub, name, sub, resume, "publisher")
     except ClientError:
         await ws.close(code=CAPACITY, message=b"server at capacity")
         return ws
-    _send(
-        sub, Welcome(state.name, state.epoch, state.seq, "publisher", replay is not None, viewers)
-    )
-    if replay is None:
-        _send(sub, state.snapshot())
-    else:
-        for event in replay:
-            _send(sub, event)
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     writer = asyncio.create_task(sub.run(), name="ws-writer")
@@ -157,4 +140,4 @@ async def _read_frames(
 
 def _refuse(sub: Subscriber, room: Room, exc: ClientError) -> None:
     log.info("room %s: frame refused: %s (%s)", room.state.name, exc.code, exc.message)
-    _send(sub, ErrorFrame(exc.code, exc.message, exc.temporary, exc.retry_after_ms, exc.ref))
+    send_one(sub, ErrorFrame(exc.code, exc.message, exc.temporary, exc.retry_after_ms, exc.ref))

@@ -13,9 +13,15 @@ class PresenceGate:
         self._sent_at: float | None = None
         self._sent_count: int | None = None
         self._scheduled = False
+        self._joined = False
 
-    def changed(self, now: float) -> float | None:
-        """The count changed: the delay before ``flush``, or None when one is already due."""
+    def changed(self, now: float, *, joined: bool = False) -> float | None:
+        """The count changed: the delay before ``flush``, or None when one is already due.
+
+        A join makes the next flush send even an unchanged count: the newcomer learned the
+        count from its welcome, which may differ from the last presence the others saw.
+        """
+        self._joined = self._joined or joined
         if self._scheduled:
             return None
         self._scheduled = True
@@ -26,8 +32,9 @@ class PresenceGate:
     def flush(self, now: float, viewers: int) -> Presence | None:
         """The scheduled moment came: a Presence unless the count is back where it was."""
         self._scheduled = False
-        if viewers == self._sent_count:
+        if viewers == self._sent_count and not self._joined:
             return None
+        self._joined = False
         self._sent_at = now
         self._sent_count = viewers
         return Presence(viewers=viewers)

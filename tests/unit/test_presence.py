@@ -61,3 +61,15 @@ def test_first_flush_sends_even_zero() -> None:
     gate.changed(0.0)
     assert gate.flush(0.0, viewers=0) == Presence(viewers=0)
     assert gate.interval == 1.0
+
+
+def test_a_join_makes_the_next_flush_send_an_unchanged_count() -> None:
+    """Join then leave within one interval still sends the count, for the newcomer's sake."""
+    gate = PresenceGate(interval=1.0)
+    gate.changed(0.0)
+    assert gate.flush(0.0, viewers=1) == Presence(viewers=1)
+    assert gate.changed(0.2, joined=True) == pytest.approx(0.8)
+    assert gate.changed(0.4) is None  # the newcomer's neighbour leaves: back to 1
+    assert gate.flush(1.0, viewers=1) == Presence(viewers=1)
+    gate.changed(1.5)
+    assert gate.flush(2.0, viewers=1) is None  # no join since: an unchanged count is news to no one

@@ -1,0 +1,100 @@
+"""``GET /api/rooms/{room}/events``: the room's events as Server-Sent Events.
+
+The same fan-out path as the WebSocket (one subscriber, one bounded outbox, one writer) with
+SSE framing; ``Last-Event-ID`` resumes exactly as ``epoch``/``since`` do. Read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from .core.errors import ClientError
+from .core.sse_frames import KEEPALIVE, parse_last_event_id, sse_frame
+from .core.types import parse_room_name
+from .joining import attach
+from .keys import CONFIG, HUB, SSE_STREAMS
+from .subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",  # proxies such as nginx must not buffer the stream
+    "Connection": "keep-alive",
+}
+
+
+class SSESink:
+    """Writes pre-encoded messages to an SSE response, framed with their type and id."""
+
+    __slots__ = ("epoch", "response")
+
+    def __init__(self, response: web.StreamResponse, epoch: str) -> None:
+        self.response = response
+        self.epoch = epoch.encode()
+
+    async def write(self, data: bytes) -> None:
+        """Write one message as an SSE event."""
+        await self.response.write(sse_frame(data, self.epoch))
+
+    async def close(self, code: int, reason: str) -> None:
+        """End the stream; SSE has no close codes, the client reconnects with Last-Event-ID."""
+        log.info("closing an SSE stream (%d %s)", code, reason)
+        with contextlib.suppress(ConnectionError):
+            await self.response.write_eof()
+
+
+@routes.get("/api/rooms/{room}/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Subscribe to a room over Server-Sent Events."""
+    config = request.app[CONFIG]
+    hub = request.app[HUB]
+    name = parse_room_name(request.match_info["room"])
+    resume = parse_last_event_id(
+        request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    )
+    room = hub.room(name)
+    response = web.StreamResponse(headers=HEADERS)
+    await response.prepare(request)
+    sink = SSESink(response, room.state.epoch)
+    sub = Subscriber(sink, config.limits.outbox_bytes, role="viewer")
+    try:
+        room = attach(hub, name, sub, resume, "viewer")
+    except ClientError as exc:
+        log.info("SSE subscriber refused: %s", exc.code)
+        return response
+    sink.epoch = room.state.epoch.encode()  # the room may have been created anew
+    streams = request.app[SSE_STREAMS]
+    streams.add(sub)
+    writer = asyncio.create_task(sub.run(), name="sse-writer")
+    try:
+        await _keep_alive(response, sub, writer, config.server.sse_keepalive_seconds)
+    finally:
+        streams.discard(sub)
+        hub.leave(room, sub)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    return response
+
+
+async def _keep_alive(
+    response: web.StreamResponse, sub: Subscriber, writer: asyncio.Task[None], every: float
+) -> None:
+    """Send a comment line when idle until the writer stops or the client goes away."""
+    while not writer.done():
+        done, _ = await asyncio.wait({writer}, timeout=every or None)
+        if done:
+            return
+        if not len(sub.outbox):
+            try:
+                await response.write(KEEPALIVE)
+            except ConnectionError:
+                return
