@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test check lint bench clean venv
+.PHONY: run test check lint bench clean venv sysdeps
 
 venv: $(STAMP)
 
@@ -24,12 +24,25 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
+# The browser tests (tests/browser) drive Debian's Chromium, never a downloaded browser.
+CHROMIUM := /usr/bin/chromium
+
+## sysdeps: install Debian's chromium for the browser tests when it is missing (as root)
+sysdeps:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "warning: $(CHROMIUM) is missing; install Debian's chromium (browser tests skip, or fail under CI)"; \
+		fi; \
+	fi
+
 ## run: start the server (demo mode on the built-in mock upstream when no OPENAI_API_KEY)
 run: $(STAMP)
 	$(PY) -m server serve $(ARGS)
 
 ## test: lint, type-check, then every test with coverage (server/core must be 100% covered)
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) sysdeps
 	$(MAKE) --no-print-directory check
 	$(PY) -m pytest --cov=server --cov-branch --cov-report=term -q $(ARGS)
 	$(PY) -m coverage report --include='server/core/*' --fail-under=100 --show-missing

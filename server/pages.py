@@ -1,4 +1,4 @@
-"""HTML pages rendered with aiohttp-jinja2 from web/templates."""
+"""HTML pages rendered with aiohttp-jinja2 from web/templates, and their security headers."""
 
 from __future__ import annotations
 
@@ -9,15 +9,44 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from .core.errors import ClientError
+from .core.types import parse_room_name
 from .keys import CONFIG, HUB
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+# The pages load only their own scripts, styles and images; model output can neither run
+# script nor pull anything in. WebSockets go to the same server (ws: or wss:).
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self' ws: wss:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",
+}
+
+EVERY_RESPONSE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 routes = web.RouteTableDef()
 
 
 def setup_pages(app: web.Application) -> None:
-    """Install the Jinja2 environment (autoescaping on) and the static files."""
+    """Install the Jinja2 environment (autoescaping on), the static files and the headers."""
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(WEB_DIR / "templates")),
@@ -25,12 +54,28 @@ def setup_pages(app: web.Application) -> None:
     )
     app.router.add_routes(routes)
     app.router.add_static("/static/", WEB_DIR / "static", follow_symlinks=False)
+    app.on_response_prepare.append(security_headers)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """nosniff and no referrer everywhere; a strict Content-Security-Policy on HTML pages."""
+    for name, value in EVERY_RESPONSE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.content_type == "text/html":
+        for name, value in PAGE_HEADERS.items():
+            response.headers.setdefault(name, value)
+
+
+def _error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
+    return aiohttp_jinja2.render_template(
+        "error.html", request, {"title": title, "message": message}, status=status
+    )
 
 
 @routes.get("/")
 @aiohttp_jinja2.template("lobby.html")
 async def lobby(request: web.Request) -> dict[str, Any]:
-    """The lobby: rooms with their viewers, and how to connect."""
+    """The lobby: rooms with their viewers and streaming state, and a field to open one."""
     config = request.app[CONFIG]
     rooms = sorted(request.app[HUB].rooms.values(), key=lambda r: r.state.name)
     return {
@@ -46,3 +91,33 @@ async def lobby(request: web.Request) -> dict[str, Any]:
             for r in rooms
         ],
     }
+
+
+@routes.get("/rooms")
+async def open_room(request: web.Request) -> web.StreamResponse:
+    """The lobby form without JavaScript: ``?name=R`` redirects to the room's page."""
+    name = request.query.get("name", "").strip()
+    try:
+        room = parse_room_name(name)
+    except ClientError as exc:
+        return _error_page(request, 400, "Bad room name", exc.message)
+    raise web.HTTPSeeOther(f"/rooms/{room}")
+
+
+@routes.get("/rooms/{room}")
+async def room_page(request: web.Request) -> web.StreamResponse:
+    """A room: the conversation from the snapshot, growing live over the WebSocket."""
+    config = request.app[CONFIG]
+    try:
+        room = parse_room_name(request.match_info["room"])
+    except ClientError as exc:
+        return _error_page(request, 400, "Bad room name", exc.message)
+    return aiohttp_jinja2.render_template(
+        "room.html",
+        request,
+        {
+            "room": room,
+            "demo": config.demo,
+            "max_prompt_chars": config.limits.max_prompt_chars,
+        },
+    )
