@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from .core.errors import UpstreamError
@@ -80,6 +81,7 @@ class TurnRunner:
                         got_body = True
                         timer.reschedule(min(loop.time() + config.idle_timeout, deadline))
                         if self._apply(room, turn_id, decoder.feed(raw), listener):
+                            await _drain(chunks)
                             return
                     if self._apply(room, turn_id, decoder.close(), listener):
                         return
@@ -126,3 +128,14 @@ class TurnRunner:
         if end is not None:
             log.info("room %s: turn %s ended %s", room.state.name, end.turn, end.status)
             room.publish((end,))
+
+
+DRAIN_SECONDS = 0.25
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (usually nothing) so the connection can be reused."""
+    with contextlib.suppress(TimeoutError, UpstreamError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in chunks:
+                pass

@@ -106,6 +106,7 @@ class FakeUpstream:
         self.requests: list[dict[str, Any]] = []
         self.disconnects = 0
         self.disconnected = asyncio.Event()
+        self.finished = asyncio.Event()
         self.completed = 0
         self.script_for: Callable[[dict[str, Any]], Script] = lambda body: Script()
         self.started = asyncio.Event()
@@ -177,6 +178,7 @@ class FakeUpstream:
                 return resp
             await resp.write_eof()
             self.completed += 1
+            self.finished.set()
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
             self.disconnected.set()

@@ -56,6 +56,9 @@ async def test_post_prompt_returns_202_and_viewers_see_the_turn(
     assert start["model"] == "gpt-4o-mini"
     assert turn.text() == FULL
     assert upstream.requests[0]["temperature"] == 0.2
+    # The server reads the body to its end after [DONE]: no disconnect, the connection reusable.
+    await asyncio.wait_for(upstream.finished.wait(), 5)
+    assert upstream.disconnects == 0
     await a.close()
 
 
