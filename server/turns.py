@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from .core.errors import UpstreamError
 from .core.messages import ErrorInfo, SequencedEvent, TurnEnd
+from .core.retry import RetryPolicy, is_temporary, retry_delay
 from .core.sse import SSEDecoder, SSEEvent
 from .core.types import TurnId
 from .hub import Room
@@ -35,9 +36,12 @@ class TurnListener(Protocol):
 class TurnRunner:
     """Streams a turn from the upstream into its room until the turn ends."""
 
-    def __init__(self, upstream: UpstreamClient, system_prompt: str) -> None:
+    def __init__(
+        self, upstream: UpstreamClient, system_prompt: str, policy: RetryPolicy | None = None
+    ) -> None:
         self.upstream = upstream
         self.system_prompt = system_prompt
+        self.policy = policy or RetryPolicy(max_retries=upstream.config.max_retries)
 
     async def run(
         self,
@@ -67,19 +71,64 @@ class TurnRunner:
     async def _stream(
         self, room: Room, turn_id: TurnId, body: dict[str, Any], listener: TurnListener | None
     ) -> None:
+        """Attempt the request, again while it fails before its body and the policy allows."""
         state = room.state
-        config = self.upstream.config
+        deadline = asyncio.get_running_loop().time() + self.upstream.config.total_timeout
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                try:
+                    await self._attempt(room, turn_id, body, listener, deadline)
+                    return
+                except UpstreamError as exc:
+                    delay = retry_delay(
+                        self.policy, attempt, exc.status, exc.code, exc.retry_after_ms
+                    )
+                    if delay is None:
+                        self._fail(room, turn_id, exc, listener)
+                        return
+                    log.info(
+                        "room %s: turn %s: upstream %s (%s), attempt %d again in %.2fs",
+                        state.name,
+                        turn_id,
+                        exc.status,
+                        exc.code,
+                        attempt + 1,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            # Cancel (already published its turn.end) or shutdown: leaving the stream
+            # context closed the upstream connection.
+            self._end(room, state.end_stream(turn_id, time.time()))
+            raise
+        except Exception:
+            log.exception("room %s: turn %s crashed", state.name, turn_id)
+            info = ErrorInfo("internal_error", "the server failed while streaming this turn")
+            self._end(room, state.fail(turn_id, info, time.time()))
+
+    async def _attempt(
+        self,
+        room: Room,
+        turn_id: TurnId,
+        body: dict[str, Any],
+        listener: TurnListener | None,
+        deadline: float,
+    ) -> None:
+        """One upstream request; raises UpstreamError when it fails before its body."""
+        state = room.state
+        idle = self.upstream.config.idle_timeout
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + config.total_timeout
         got_body = False
         try:
             async with asyncio.timeout(None) as timer:
-                timer.reschedule(min(loop.time() + config.idle_timeout, deadline))
+                timer.reschedule(min(loop.time() + idle, deadline))
                 async with self.upstream.stream(body) as chunks:
                     decoder = SSEDecoder()
                     async for raw in chunks:
                         got_body = True
-                        timer.reschedule(min(loop.time() + config.idle_timeout, deadline))
+                        timer.reschedule(min(loop.time() + idle, deadline))
                         if self._apply(room, turn_id, decoder.feed(raw), listener):
                             await _drain(chunks)
                             return
@@ -88,22 +137,24 @@ class TurnRunner:
             self._end(room, state.end_stream(turn_id, time.time()))
         except StreamBroken:
             self._end(room, state.end_stream(turn_id, time.time()))
-        except UpstreamError as exc:
-            if listener is not None:
-                listener.on_error(exc)
-            self._end(room, state.fail(turn_id, ErrorInfo(exc.code, exc.message), time.time()))
-        except TimeoutError:
+        except TimeoutError as exc:
             log.info("room %s: turn %s timed out (body started: %s)", state.name, turn_id, got_body)
-            self._end(room, state.time_out(turn_id, body_started=got_body, now=time.time()))
-        except asyncio.CancelledError:
-            # Cancel (already published its turn.end) or shutdown: leaving the stream
-            # context above closed the upstream connection.
-            self._end(room, state.end_stream(turn_id, time.time()))
-            raise
-        except Exception:
-            log.exception("room %s: turn %s crashed", state.name, turn_id)
-            info = ErrorInfo("internal_error", "the server failed while streaming this turn")
-            self._end(room, state.fail(turn_id, info, time.time()))
+            if not got_body:
+                raise UpstreamError(
+                    "upstream_timeout", "the upstream did not answer in time"
+                ) from exc
+            self._end(room, state.time_out(turn_id, body_started=True, now=time.time()))
+
+    def _fail(
+        self, room: Room, turn_id: TurnId, exc: UpstreamError, listener: TurnListener | None
+    ) -> None:
+        if listener is not None:
+            listener.on_error(exc)
+        temporary = is_temporary(exc.status, exc.code)
+        info = ErrorInfo(
+            exc.code, exc.message, temporary, exc.retry_after_ms if temporary else None
+        )
+        self._end(room, room.state.fail(turn_id, info, time.time()))
 
     @staticmethod
     def _apply(

@@ -40,7 +40,8 @@ class UpstreamClient:
             # Local servers (vLLM, Ollama) take any key; the SDK insists on one.
             api_key=api_key or "no-key",
             base_url=self.base_url,
-            max_retries=config.max_retries,
+            # Retries are the turn runner's (core/retry.py): it knows which failures may pass.
+            max_retries=0,
             timeout=openai.Timeout(
                 config.total_timeout,
                 connect=config.connect_timeout,

@@ -35,8 +35,14 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=F
 MAX_ID_CHARS = 128
 
 
-def _error(info: ErrorInfo | None) -> dict[str, str] | None:
-    return None if info is None else {"code": info.code, "message": info.message}
+def _error(info: ErrorInfo | None) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    out: dict[str, Any] = {"code": info.code, "message": info.message}
+    if info.temporary:  # an extension of {code, message}: docs/protocol.md
+        out["temporary"] = True
+        out["retry_after_ms"] = info.retry_after_ms
+    return out
 
 
 def tool_call_delta_wire(call: ToolCallDelta) -> dict[str, Any]:

@@ -61,10 +61,12 @@ class ChoiceView:
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
-    """Why a turn failed, with no secrets in it."""
+    """Why a turn failed, with no secrets in it; ``temporary`` when trying later may work."""
 
     code: str
     message: str
+    temporary: bool = False
+    retry_after_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -378,3 +378,16 @@ def test_load_json_object_refuses_the_rest(text: str | bytes) -> None:
     with pytest.raises(ClientError) as info:
         load_json_object(text)
     assert info.value.code == "bad_request"
+
+
+def test_temporary_turn_errors_carry_retry_after() -> None:
+    """A temporary failure's error object adds temporary and retry_after_ms to code/message."""
+    from server.core.messages import ErrorInfo, TurnEnd
+
+    end = TurnEnd(9, "t1", "failed", (), None, ErrorInfo("rate_limit_exceeded", "slow", True, 2000))
+    assert encode(end).endswith(
+        b'"error":{"code":"rate_limit_exceeded","message":"slow","temporary":true,'
+        b'"retry_after_ms":2000}}'
+    )
+    final = TurnEnd(9, "t1", "failed", (), None, ErrorInfo("invalid_api_key", "no"))
+    assert encode(final).endswith(b'"error":{"code":"invalid_api_key","message":"no"}}')
