@@ -14,8 +14,19 @@ from . import http_api, pages, sse_endpoint, tap
 from .config import Config
 from .core.room import RoomLimits
 from .errors_http import json_errors
+from .guards import ConnectionCount, PromptRate
 from .hub import Hub, HubLimits
-from .keys import CONFIG, HUB, SOCKETS, SSE_STREAMS, UPSTREAM
+from .keys import (
+    CONFIG,
+    CONNECTIONS,
+    HUB,
+    METRICS,
+    PROMPT_RATE,
+    SOCKETS,
+    SSE_STREAMS,
+    UPSTREAM,
+)
+from .metrics import Metrics
 from .subscriber import Subscriber
 from .turns import TurnRunner
 from .upstream import OPENAI_BASE_URL, UpstreamClient
@@ -46,6 +57,11 @@ def create_app(config: Config) -> web.Application:
     )
     app[SOCKETS] = set()
     app[SSE_STREAMS] = set()
+    app[METRICS] = metrics = Metrics()
+    app[HUB].metrics = metrics
+    metrics.watch(app[HUB], app[SOCKETS], app[SSE_STREAMS])
+    app[PROMPT_RATE] = PromptRate(config)
+    app[CONNECTIONS] = ConnectionCount(config.limits.max_connections_per_client)
     app.router.add_routes(http_api.routes)
     app.router.add_routes(tap.routes)
     app.router.add_routes(sse_endpoint.routes)

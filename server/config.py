@@ -85,6 +85,10 @@ class LimitsConfig:
     coalesce_ms: float = 0.0
     close_timeout_seconds: float = 2.0
     send_buffer_bytes: int = 0
+    prompts_per_minute: float = 30.0
+    prompt_burst: int = 5
+    max_rate_limited_frames: int = 10
+    max_connections_per_client: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,7 @@ SECTIONS: dict[str, type[Any]] = {
 SECRET_ENV = {"OPENAI_API_KEY": "api_key", "FANOUT_AUTH_SECRET": "auth_secret"}
 SECRET_WORDS = ("key", "secret", "password", "token")
 ENV_PREFIX = "FANOUT_"
+MIN_SECRET_CHARS = 32  # HS256 wants a key at least as long as its hash (RFC 7518, 3.2)
 
 
 def _coerce(where: str, default: object, value: object) -> object:
@@ -267,6 +272,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("auth.mode: expected 'open' or 'token'")
     if config.auth.mode == "token" and config.auth_secret is None:
         raise ConfigError("auth.mode = 'token' needs FANOUT_AUTH_SECRET in the environment")
+    if config.auth_secret is not None and len(config.auth_secret.reveal()) < MIN_SECRET_CHARS:
+        raise ConfigError(f"FANOUT_AUTH_SECRET must be at least {MIN_SECRET_CHARS} characters")
     if not config.broker.url.startswith("memory://"):
         raise ConfigError(
             f"broker.url: only memory:// is supported so far, got {config.broker.url!r}"
@@ -278,3 +285,5 @@ def _validate(config: Config) -> None:
     for name in ("connect_timeout", "idle_timeout", "total_timeout"):
         if getattr(config.upstream, name) <= 0:
             raise ConfigError(f"upstream.{name}: must be greater than 0")
+    if config.limits.close_timeout_seconds <= 0:
+        raise ConfigError("limits.close_timeout_seconds: must be greater than 0")

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .core.errors import ClientError
+from .keys import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ClientError as exc:
         log.info("%s %s -> %s %s", request.method, request.path, exc.status, exc.code)
+        request.app[METRICS].errors.labels(exc.code).inc()
         return client_error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -6,11 +6,14 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from .auth import check_request
 from .core.codec import load_json_object, parse_prompt, snapshot_wire
 from .core.errors import ClientError
 from .core.types import parse_room_name
-from .keys import CONFIG, HUB
+from .guards import client_address, guard
+from .keys import CONFIG, HUB, METRICS, PROMPT_RATE
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,13 @@ MAX_BODY_BYTES = 1 << 20
 async def healthz(request: web.Request) -> web.Response:
     """200 while the process serves."""
     return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/api/rooms")
@@ -45,7 +55,9 @@ async def list_rooms(request: web.Request) -> web.Response:
 @routes.get("/api/rooms/{room}")
 async def room_snapshot(request: web.Request) -> web.Response:
     """The room's snapshot object."""
-    room = request.app[HUB].room(parse_room_name(request.match_info["room"]))
+    name = parse_room_name(request.match_info["room"])
+    check_request(request, request.app[CONFIG], name, "view")
+    room = request.app[HUB].room(name)
     return web.json_response(snapshot_wire(room.state.snapshot()))
 
 
@@ -73,7 +85,10 @@ async def post_prompt(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
-    prompt = parse_prompt(await json_body(request), max_prompt_chars=config.limits.max_prompt_chars)
+    guard(request, config, name, "prompt")
+    body = await json_body(request)
+    prompt = parse_prompt(body, max_prompt_chars=config.limits.max_prompt_chars)
+    request.app[PROMPT_RATE].check(client_address(request))
     room = hub.room(name)
     started = hub.submit(room, prompt, default_model=config.upstream.model)
     return web.json_response({"turn": started.turn, "seq": started.seq}, status=202)
@@ -84,6 +99,7 @@ async def cancel_turn(request: web.Request) -> web.Response:
     """Cancel a streaming turn: 202, 404 unknown, 409 ``turn_ended``."""
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
+    guard(request, request.app[CONFIG], name, "prompt")
     room = hub.rooms.get(name)
     if room is None:
         raise ClientError("not_found", "no such turn in this room")

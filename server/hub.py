@@ -16,9 +16,10 @@ from .core.messages import PromptRequest, ServerMessage, TurnEnd
 from .core.presence import PresenceGate
 from .core.room import RoomLimits, RoomState, TurnKind, TurnStarted
 from .core.types import RoomName, TurnId
-from .subscriber import Subscriber
+from .subscriber import SLOW_CONSUMER, Subscriber
 
 if TYPE_CHECKING:
+    from .metrics import Metrics
     from .turns import TurnListener
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,9 @@ class HubLimits:
 class Room:
     """One room on this instance: the core state plus everything that does I/O for it."""
 
-    def __init__(self, state: RoomState) -> None:
+    def __init__(self, state: RoomState, metrics: Metrics | None = None) -> None:
         self.state = state
+        self.metrics = metrics
         self.subscribers: set[Subscriber] = set()
         self.task: asyncio.Task[None] | None = None
         self.presence = PresenceGate()
@@ -45,10 +47,15 @@ class Room:
 
     def publish(self, events: Iterable[ServerMessage]) -> None:
         """Encode each event once and queue it for every subscriber."""
+        started = time.perf_counter()
         for event in events:
             data = encode(event)
             for sub in self.subscribers:
                 sub.send(event, data)
+            if self.metrics is not None and type(event) is TurnEnd:
+                self.metrics.turns.labels(event.status).inc()
+        if self.metrics is not None:
+            self.metrics.publish.observe(time.perf_counter() - started)
 
 
 class Hub:
@@ -58,6 +65,9 @@ class Hub:
         self, room_limits: RoomLimits, limits: HubLimits, secrets_: tuple[str, ...]
     ) -> None:
         self.rooms: dict[RoomName, Room] = {}
+        self.metrics: Metrics | None = None
+        self.merged_by_gone = 0  # deltas merged in the outboxes of subscribers that left
+        self.slow_closes = 0  # subscribers that left after a 4000 close
         self.room_limits = room_limits
         self.limits = limits
         self._secrets = secrets_
@@ -78,7 +88,8 @@ class Hub:
             if self.limits.max_rooms and len(self.rooms) >= self.limits.max_rooms:
                 raise ClientError("unavailable", "the server has reached its room limit")
             epoch = secrets.token_hex(6)
-            room = self.rooms[name] = Room(RoomState(name, epoch, self.room_limits, self._secrets))
+            state = RoomState(name, epoch, self.room_limits, self._secrets)
+            room = self.rooms[name] = Room(state, self.metrics)
         return room
 
     def join(self, room: Room, sub: Subscriber) -> int:
@@ -99,6 +110,8 @@ class Hub:
         if sub in room.subscribers:
             room.subscribers.discard(sub)
             room.state.leave()
+            self.merged_by_gone += sub.outbox.merged
+            self.slow_closes += sub.close_code == SLOW_CONSUMER
             room.idle_since = time.monotonic()
             self._presence_changed(room)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from .config import Config
+from .guards import ConnectionCount, PromptRate
 from .hub import Hub
+from .metrics import Metrics
 from .subscriber import Subscriber
 from .upstream import UpstreamClient
 
@@ -14,3 +16,6 @@ HUB = web.AppKey("hub", Hub)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 SSE_STREAMS: web.AppKey[set[Subscriber]] = web.AppKey("sse_streams")
+PROMPT_RATE = web.AppKey("prompt_rate", PromptRate)
+CONNECTIONS = web.AppKey("connections", ConnectionCount)
+METRICS = web.AppKey("metrics", Metrics)

@@ -14,9 +14,11 @@ from aiohttp import web
 
 from .core.errors import ClientError
 from .core.sse_frames import KEEPALIVE, parse_last_event_id, sse_frame
-from .core.types import parse_room_name
+from .core.types import RoomName, parse_room_name
+from .guards import client_address, guard
+from .hub import Room
 from .joining import attach
-from .keys import CONFIG, HUB, SSE_STREAMS
+from .keys import CONFIG, CONNECTIONS, HUB, SSE_STREAMS
 from .subscriber import Subscriber
 
 log = logging.getLogger(__name__)
@@ -57,10 +59,25 @@ async def events(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
+    guard(request, config, name, "view")
     resume = parse_last_event_id(
         request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     )
     room = hub.room(name)
+    address = client_address(request)
+    if not request.app[CONNECTIONS].acquire(address):
+        raise ClientError("unavailable", "too many connections from this address")
+    try:
+        return await _stream(request, name, room, resume)
+    finally:
+        request.app[CONNECTIONS].release(address)
+
+
+async def _stream(
+    request: web.Request, name: RoomName, room: Room, resume: tuple[str, int] | None
+) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    hub = request.app[HUB]
     response = web.StreamResponse(headers=HEADERS)
     await response.prepare(request)
     sink = SSESink(response, room.state.epoch)

@@ -20,8 +20,9 @@ from .core.room import RoomState
 from .core.sse import SSEEvent
 from .core.tap import completion_object, parse_tap_request, relay_data
 from .core.types import TurnId, parse_room_name
+from .guards import client_address, guard
 from .http_api import json_body
-from .keys import CONFIG, HUB, UPSTREAM
+from .keys import CONFIG, HUB, PROMPT_RATE, UPSTREAM
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not room_name:
         raise ClientError("bad_request", "the X-Room header must name the room that watches")
     name = parse_room_name(room_name)
+    guard(request, config, name, "prompt")
     tap = parse_tap_request(
         await json_body(request),
         default_model=config.upstream.model,
         include_usage=config.upstream.include_usage,
     )
+    request.app[PROMPT_RATE].check(client_address(request))
     room = hub.room(name)
     relay = TapRelay()
     started = hub.submit(

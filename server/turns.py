@@ -121,6 +121,9 @@ class TurnRunner:
         idle = self.upstream.config.idle_timeout
         loop = asyncio.get_running_loop()
         got_body = False
+        started, seq0, timed = loop.time(), state.seq, False
+        if room.metrics is not None:
+            room.metrics.upstream_requests.inc()
         try:
             async with asyncio.timeout(None) as timer:
                 timer.reschedule(min(loop.time() + idle, deadline))
@@ -132,6 +135,9 @@ class TurnRunner:
                         if self._apply(room, turn_id, decoder.feed(raw), listener):
                             await _drain(chunks)
                             return
+                        if not timed and state.seq > seq0 and room.metrics is not None:
+                            timed = True  # the first delta of this attempt
+                            room.metrics.ttft.observe(loop.time() - started)
                     if self._apply(room, turn_id, decoder.close(), listener):
                         return
             self._end(room, state.end_stream(turn_id, time.time()))

@@ -17,6 +17,7 @@ from .fake_upstream import FakeUpstream
 from .viewer import Viewer
 
 API_KEY = "sk-test-secret-key-0123456789"
+AUTH_SECRET = "test-auth-secret-that-is-long-enough-0123456789"
 
 
 @pytest.fixture
@@ -43,7 +44,8 @@ async def make_server(upstream: FakeUpstream) -> AsyncIterator[ServerFactory]:
             "upstream.idle_timeout": 5.0,
         }
         settings.update({k.replace("__", "."): v for k, v in overrides.items()})
-        config = load_config(None, {}, settings)
+        env = {"FANOUT_AUTH_SECRET": AUTH_SECRET} if settings.get("auth.mode") == "token" else {}
+        config = load_config(None, env, settings)
         config = dataclasses.replace(config, api_key=Secret(API_KEY))
         server = TestServer(create_app(config), host="127.0.0.1", port=0)
         await server.start_server()

@@ -67,6 +67,7 @@ def test_environment_values_are_parsed_by_type(
         ("", {}, {"upstream.nope": 1}, "upstream.nope"),
         ("", {}, {"auth.mode": "magic"}, "auth.mode"),
         ("", {}, {"auth.mode": "token"}, "FANOUT_AUTH_SECRET"),
+        ("", {"FANOUT_AUTH_SECRET": "short"}, {}, "at least 32 characters"),
         ("", {}, {"broker.url": "kafka://x"}, "broker.url"),
         ("", {}, {"server.log_level": "loud"}, "server.log_level"),
         ("", {}, {"server.port": 70000}, "server.port"),
@@ -86,7 +87,8 @@ def test_bad_settings_are_errors_that_name_the_key(
 
 def test_secrets_come_from_the_environment_and_hide_in_reprs() -> None:
     """OPENAI_API_KEY and FANOUT_AUTH_SECRET are read, never shown, and decide demo mode."""
-    config = load_config(None, {"OPENAI_API_KEY": "sk-live-123456", "FANOUT_AUTH_SECRET": "s3"})
+    secret = "s3" * 16
+    config = load_config(None, {"OPENAI_API_KEY": "sk-live-123456", "FANOUT_AUTH_SECRET": secret})
     assert config.api_key is not None
     assert config.api_key.reveal() == "sk-live-123456"
     assert "sk-live" not in repr(config)
