@@ -11,8 +11,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import loadtest
 from .app import create_app
-from .config import Config, load_config
+from .config import MIN_SECRET_CHARS, Config, load_config
 from .core.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config.toml")
@@ -67,6 +68,24 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument(
         "--ttft", type=float, default=0.3, help="seconds before the first token (default 0.3)"
     )
+    token = sub.add_parser(
+        "token",
+        help="mint an access token (auth.mode = token)",
+        description="Print a signed token (JWT, HS256) for a room and role. The secret comes "
+        "from FANOUT_AUTH_SECRET, as on the server.",
+    )
+    token.add_argument("--room", required=True, help="room name, or * for every room")
+    token.add_argument(
+        "--role",
+        required=True,
+        choices=["viewer", "publisher", "admin"],
+        help="viewer watches; publisher also prompts and cancels; admin: anything",
+    )
+    token.add_argument(
+        "--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)"
+    )
+    token.add_argument("--sub", help="subject: who the token is for (default: random)")
+
     watch = sub.add_parser(
         "watch",
         help="watch a room in the terminal (and optionally prompt it)",
@@ -80,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--prompt", help="send this prompt and exit when its answer ends")
     watch.add_argument("--model", help="model for --prompt (default: the server's)")
     watch.add_argument("--turns", type=int, default=0, help="exit after N turns end (0 = never)")
+    loadtest.add_parser(sub)
     return parser
 
 
@@ -100,6 +120,26 @@ def _serve_config(args: argparse.Namespace) -> Config:
     )
 
 
+def _mint(args: argparse.Namespace) -> int:
+    from .auth import mint_token
+    from .core.errors import ClientError
+
+    secret = os.environ.get("FANOUT_AUTH_SECRET", "").strip()
+    if len(secret) < MIN_SECRET_CHARS:
+        print(
+            f"fanout token: set FANOUT_AUTH_SECRET (the server's secret, at least "
+            f"{MIN_SECRET_CHARS} characters) first",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        print(mint_token(secret, args.room, args.role, args.ttl, args.sub))
+    except ClientError as exc:
+        print(f"fanout token: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fanout`` and ``python -m server``."""
     args = _parser().parse_args(argv)
@@ -109,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         run_mock_upstream(args.host, args.port, MockSettings(args.tokens_per_second, args.ttft))
         return 0
+    if args.command == "token":
+        return _mint(args)
+    if args.command == "loadtest":
+        return loadtest.main(args)
     if args.command == "watch":
         from .watch import run_watch
 

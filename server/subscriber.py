@@ -1,25 +1,37 @@
 """A subscriber: a bounded outbox drained by its own writer task.
 
-The fan-out loop only ever calls ``send``, which never awaits: one stalled reader cannot
-hold up the others (never ``await ws.send_*`` in a loop over subscribers).
+The fan-out loop only ever calls ``send``, which never awaits: one stalled reader cannot hold
+up the others (never ``await ws.send_*`` in a loop over subscribers). A subscriber that keeps
+up (nothing queued, nothing waiting in its transport) has the shared encoding written at once,
+with no queue entry and no task switch; the others queue. The rules (the bypass, merging, the
+limit, coalescing) are ``core.outbox``'s; this driver tells it how many bytes wait in the
+transport and carries out its answers.
+
+A close that the peer does not let through in time (a stalled reader: the writer is parked on
+the transport's drain, and the close frame queues behind megabytes) is cut short: the
+transport is aborted, which drops its buffer and wakes the parked writer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections.abc import Callable
 from typing import Protocol
 
+from .config import LimitsConfig
 from .core.messages import ServerMessage
 from .core.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 SLOW_CONSUMER = 4000
+CLOSE_TIMEOUT_SECONDS = 2.0
 
 
 class FrameSink(Protocol):
-    """Where a subscriber's frames go: a WebSocket (or, later, an SSE response)."""
+    """Where a subscriber's frames go: a WebSocket or an SSE response."""
 
     async def write(self, data: bytes) -> None:
         """Write one encoded frame."""
@@ -31,13 +43,51 @@ class FrameSink(Protocol):
 class Subscriber:
     """One connection watching one room."""
 
-    __slots__ = ("_closing", "_sink", "_wake", "outbox", "role")
+    __slots__ = (
+        "_close_timeout",
+        "_closing",
+        "_coalesce",
+        "_sink",
+        "_transport",
+        "_waiter",
+        "_write_now",
+        "outbox",
+        "role",
+    )
 
-    def __init__(self, sink: FrameSink, outbox_limit: int, role: str = "publisher") -> None:
+    def __init__(
+        self,
+        sink: FrameSink,
+        outbox_limit: int,
+        role: str = "publisher",
+        *,
+        transport: asyncio.Transport | None = None,
+        write_now: Callable[[bytes], None] | None = None,
+        coalesce_seconds: float = 0.0,
+        close_timeout: float = CLOSE_TIMEOUT_SECONDS,
+    ) -> None:
+        """A subscriber; ``run`` is its writer.
+
+        Args:
+            sink: where frames go.
+            outbox_limit: the backlog in bytes past which it is closed with 4000 (0 = none).
+            role: what the connection may do.
+            transport: the connection's transport: its write buffer counts in the backlog, and
+                it is aborted when a close does not get through in ``close_timeout`` seconds.
+            write_now: writes a frame straight to the transport, for frames that may skip
+                the queue (a subscriber that keeps up); None queues every frame.
+            coalesce_seconds: how long a writer that wakes to a delta waits for more (0 = off).
+            close_timeout: seconds a close may take before the transport is aborted.
+        """
         self._sink = sink
-        self.outbox = Outbox(outbox_limit)
-        self._wake = asyncio.Event()
+        self._transport = transport
+        # A coalescing window needs frames to wait in the queue, so it turns the bypass off.
+        self._write_now = None if coalesce_seconds else write_now
+        self.outbox = Outbox(outbox_limit, joining=True)  # until the writer starts
+        self._waiter: asyncio.Future[None] | None = None
         self._closing: tuple[int, str] | None = None
+        self._coalesce = coalesce_seconds
+        self._close_timeout = close_timeout
         self.role = role
 
     @property
@@ -45,34 +95,109 @@ class Subscriber:
         """True once a close was asked for; nothing more is queued."""
         return self._closing is not None
 
+    @property
+    def close_code(self) -> int | None:
+        """The close code asked for, if any."""
+        return None if self._closing is None else self._closing[0]
+
     def send(self, msg: ServerMessage, data: bytes) -> None:
-        """Queue one encoded message; a backlog over the limit closes with 4000."""
+        """Write one encoded message now, or queue it; a backlog over the limit closes with 4000."""
         if self._closing is not None:
             return
-        if not self.outbox.push(msg, data):
-            log.info("slow consumer: %d bytes queued, closing with 4000", self.outbox.size)
-            self._closing = (SLOW_CONSUMER, "slow consumer: fell too far behind")
-        self._wake.set()
+        outbox = self.outbox
+        transport = self._transport
+        in_flight = 0 if transport is None else transport.get_write_buffer_size()
+        if self._write_now is not None and outbox.bypass(in_flight):
+            self._write_now(data)  # no queue entry, no task switch: the hot path
+            return
+        if not outbox.push(msg, data, in_flight):
+            log.info(
+                "slow consumer: %d bytes queued, %d in flight; closing with 4000",
+                outbox.size,
+                in_flight,
+            )
+            outbox.clear()  # stale once it resumes; the memory goes now, not at the close
+            self._request_close(SLOW_CONSUMER, "slow consumer: fell too far behind")
+            return
+        self._wake()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to close the connection after what is queued before now."""
         if self._closing is None:
-            self._closing = (code, reason)
-            self._wake.set()
+            self._request_close(code, reason)
+
+    def _request_close(self, code: int, reason: str) -> None:
+        self._closing = (code, reason)
+        if self._transport is not None:
+            # Aborting a connection that closed in time does nothing; one that did not (its
+            # close frame stuck behind a backed-up socket) is dropped with its buffer, which
+            # also wakes a writer parked on the transport's drain.
+            asyncio.get_running_loop().call_later(self._close_timeout, self._transport.abort)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def run(self) -> None:
         """The writer: drain the outbox into the sink until a close is asked for."""
+        loop = asyncio.get_running_loop()
+        outbox = self.outbox
+        outbox.joined()  # the welcome and snapshot (or replay) are queued by now
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while (data := self.outbox.pop()) is not None:
-                    if self._closing is not None and self._closing[0] == SLOW_CONSUMER:
-                        break  # a slow consumer resumes instead of reading a stale backlog
+            while self._closing is None:
+                if not outbox:
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                    continue
+                if self._coalesce and outbox.coalescible():
+                    outbox.coalescing = True
+                    try:
+                        await asyncio.sleep(self._coalesce)
+                    finally:
+                        outbox.coalescing = False
+                while (data := outbox.pop()) is not None:
                     await self._sink.write(data)
-                if self._closing is not None:
-                    await self._sink.close(*self._closing)
-                    return
+            # What was queued before the close goes first (an error frame before 4502);
+            # after an overflow the outbox is already empty.
+            while (data := outbox.pop()) is not None:
+                await self._sink.write(data)
+            await self._sink.close(*self._closing)
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away mid-write; the reader side notices and cleans up.
             log.debug("writer stopped: %s", exc)
+
+
+def connection_subscriber(
+    sink: FrameSink,
+    limits: LimitsConfig,
+    transport: asyncio.Transport | None,
+    role: str = "publisher",
+    write_now: Callable[[bytes], None] | None = None,
+) -> Subscriber:
+    """A subscriber for a new connection, set up from ``[limits]``.
+
+    With ``limits.send_buffer_bytes`` the socket's kernel send buffer is fixed: left to the
+    OS it autotunes up to megabytes, which a stalled reader fills before its outbox (and so
+    merging and the 4000 close) ever sees it.
+    """
+    if limits.send_buffer_bytes and transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.send_buffer_bytes)
+            except OSError as exc:  # not every transport has a real socket
+                log.debug("SO_SNDBUF not set: %s", exc)
+    return Subscriber(
+        sink,
+        limits.outbox_bytes,
+        role,
+        transport=transport,
+        write_now=write_now,
+        coalesce_seconds=limits.coalesce_ms / 1000,
+        close_timeout=limits.close_timeout_seconds,
+    )

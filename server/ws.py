@@ -12,10 +12,11 @@ from .core.codec import decode_client_frame
 from .core.errors import ClientError
 from .core.messages import CancelRequest, ErrorFrame
 from .core.types import parse_room_name
+from .core.wsframe import FrameOnce
 from .hub import Hub, Room
 from .joining import attach, send_one
 from .keys import CONFIG, HUB, SOCKETS
-from .subscriber import Subscriber
+from .subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +28,34 @@ CLOSE_WAIT_SECONDS = 5.0
 class WebSocketSink:
     """Writes pre-encoded frames to an aiohttp WebSocket."""
 
-    __slots__ = ("ws",)
+    __slots__ = ("transport", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None
+    ) -> None:
         self.ws = ws
+        self.transport = transport
 
     async def write(self, data: bytes) -> None:
         """Send one text frame of already encoded JSON."""
         await self.ws.send_frame(data, WSMsgType.TEXT)
 
+    def write_now(self, data: bytes) -> None:
+        """Write one text frame straight to the transport, framed once per event.
+
+        For a subscriber that keeps up (nothing queued or buffered): no task wakes for it.
+        Nothing is written once our close frame went out or the connection is going.
+        """
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not self.ws.closed:
+            transport.write(_FRAMES.frame(data))
+
     async def close(self, code: int, reason: str) -> None:
         """Close with ``code``."""
         await self.ws.close(code=code, message=reason.encode())
+
+
+_FRAMES = FrameOnce()  # every subscriber of an event gets the same frame bytes
 
 
 def resume_point(query: dict[str, str]) -> tuple[str, int] | None:
@@ -69,7 +86,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=config.limits.max_frame_bytes, compress=False, heartbeat=heartbeat
     )
     await ws.prepare(request)
-    sub = Subscriber(WebSocketSink(ws), config.limits.outbox_bytes)
+    sink = WebSocketSink(ws, request.transport)
+    sub = connection_subscriber(sink, config.limits, request.transport, write_now=sink.write_now)
     try:
         room = attach(hub, name, sub, resume, "publisher")
     except ClientError:

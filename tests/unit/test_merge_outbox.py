@@ -243,8 +243,8 @@ def test_merging_can_bring_the_backlog_back_under() -> None:
 
 
 def test_limit_zero_is_unbounded() -> None:
-    """limit=0 never merges and never overflows."""
-    box = Outbox(limit=0)
+    """limit=0 never overflows; without backpressure or a queue-length rule nothing merges."""
+    box = Outbox(limit=0, behind_frames=0)
     deltas = [d(s, CD(0, content="x" * 100)) for s in range(2, 1002)]
     assert all(push(box, x) for x in deltas)
     assert (len(box), box.merged) == (1000, 0)
