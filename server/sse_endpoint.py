@@ -19,7 +19,7 @@ from .guards import client_address, guard
 from .hub import Room
 from .joining import attach
 from .keys import CONFIG, CONNECTIONS, HUB, SSE_STREAMS
-from .subscriber import Subscriber
+from .subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ async def _stream(
     response = web.StreamResponse(headers=HEADERS)
     await response.prepare(request)
     sink = SSESink(response, room.state.epoch)
-    sub = Subscriber(sink, config.limits.outbox_bytes, role="viewer")
+    # With the transport, bytes stuck in the socket count against the outbox limit and a
+    # stalled reader is dropped, exactly as on the WebSocket.
+    sub = connection_subscriber(sink, config.limits, request.transport, role="viewer")
     try:
         room = attach(hub, name, sub, resume, "viewer")
     except ClientError as exc:
