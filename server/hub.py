@@ -86,7 +86,9 @@ class Hub:
         room = self.rooms.get(name)
         if room is None:
             if self.limits.max_rooms and len(self.rooms) >= self.limits.max_rooms:
-                raise ClientError("unavailable", "the server has reached its room limit")
+                raise ClientError(
+                    "unavailable", "the server has reached its room limit", close_code=1013
+                )
             epoch = secrets.token_hex(6)
             state = RoomState(name, epoch, self.room_limits, self._secrets)
             room = self.rooms[name] = Room(state, self.metrics)
@@ -99,7 +101,9 @@ class Hub:
             ClientError: ``unavailable`` when the room is full.
         """
         if self.limits.max_subscribers and len(room.subscribers) >= self.limits.max_subscribers:
-            raise ClientError("unavailable", "this room has reached its subscriber limit")
+            raise ClientError(
+                "unavailable", "this room has reached its subscriber limit", close_code=4503
+            )
         room.subscribers.add(sub)
         viewers = room.state.join()
         self._presence_changed(room, joined=True)

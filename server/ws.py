@@ -5,23 +5,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from .auth import request_claims
+from .config import Config
+from .core.auth_rules import Claims, authorize, may_prompt
 from .core.codec import decode_client_frame
 from .core.errors import ClientError
-from .core.messages import CancelRequest, ErrorFrame
-from .core.types import parse_room_name
+from .core.messages import CancelRequest, ErrorFrame, Role
+from .core.types import RoomName, parse_room_name
 from .core.wsframe import FrameOnce
+from .guards import PromptRate, check_origin, client_address
 from .hub import Hub, Room
 from .joining import attach, send_one
-from .keys import CONFIG, HUB, SOCKETS
+from .keys import CONFIG, CONNECTIONS, HUB, PROMPT_RATE, SOCKETS
 from .subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 
 TOO_MANY_BAD_FRAMES = 4502
 CAPACITY = 1013
+RATE_LIMITED = 4001
+TOKEN_EXPIRED = 4500
+LIMIT_REACHED = 4503
 CLOSE_WAIT_SECONDS = 5.0
 
 
@@ -78,35 +86,69 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
     resume = resume_point(dict(request.query))
-    room = hub.room(name)
-    if config.rooms.max_subscribers and len(room.subscribers) >= config.rooms.max_subscribers:
-        raise ClientError("unavailable", "this room has reached its subscriber limit")
+    # Refused before the upgrade: a bad Origin (403), a missing or bad token (401/403), a
+    # full server (503).
+    claims = request_claims(request, config)
+    check_origin(request, config)
+    role: Role = "publisher"
+    if claims is not None:
+        authorize(claims, name, "view")
+        role = claims.role
+    hub.room(name)
     heartbeat = config.server.heartbeat_seconds or None
     ws = web.WebSocketResponse(
         max_msg_size=config.limits.max_frame_bytes, compress=False, heartbeat=heartbeat
     )
     await ws.prepare(request)
-    sink = WebSocketSink(ws, request.transport)
-    sub = connection_subscriber(sink, config.limits, request.transport, write_now=sink.write_now)
-    try:
-        room = attach(hub, name, sub, resume, "publisher")
-    except ClientError:
-        await ws.close(code=CAPACITY, message=b"server at capacity")
+    address = client_address(request)
+    connections = request.app[CONNECTIONS]
+    if not connections.acquire(address):
+        await ws.close(code=LIMIT_REACHED, message=b"too many connections from this address")
         return ws
+    try:
+        await _serve(request, ws, name, resume, role, claims)
+    finally:
+        connections.release(address)
+    return ws
+
+
+async def _serve(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    name: RoomName,
+    resume: tuple[str, int] | None,
+    role: Role,
+    claims: Claims | None,
+) -> None:
+    config = request.app[CONFIG]
+    hub = request.app[HUB]
+    sink = WebSocketSink(ws, request.transport)
+    sub = connection_subscriber(
+        sink, config.limits, request.transport, role, write_now=sink.write_now
+    )
+    try:
+        room = attach(hub, name, sub, resume, role)
+    except ClientError as exc:
+        await ws.close(code=exc.close_code or CAPACITY, message=exc.message.encode())
+        return
+    expiry = None
+    if claims is not None:
+        # PROTOCOL.md: a live connection whose token expires is closed with 4500.
+        delay = max(0.0, claims.exp - time.time())
+        expiry = asyncio.get_running_loop().call_later(
+            delay, sub.close, TOKEN_EXPIRED, "token expired"
+        )
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     writer = asyncio.create_task(sub.run(), name="ws-writer")
+    reader = FrameReader(
+        hub, room, sub, role, client_address(request), request.app[PROMPT_RATE], config
+    )
     try:
-        await _read_frames(
-            ws,
-            hub,
-            room,
-            sub,
-            config.limits.max_prompt_chars,
-            config.limits.max_bad_frames,
-            config.upstream.model,
-        )
+        await reader.read(ws)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         sockets.discard(ws)
         hub.leave(room, sub)
         if sub.closing:
@@ -116,44 +158,69 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
-    return ws
 
 
-async def _read_frames(
-    ws: web.WebSocketResponse,
-    hub: Hub,
-    room: Room,
-    sub: Subscriber,
-    max_prompt_chars: int,
-    max_bad_frames: int,
-    default_model: str,
-) -> None:
-    bad = 0
-    async for msg in ws:
-        if msg.type == WSMsgType.BINARY:
-            log.info("room %s: binary frame, closing 1003", room.state.name)
-            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
-            return
-        if msg.type != WSMsgType.TEXT:
-            continue
-        try:
-            frame = decode_client_frame(msg.data, max_prompt_chars=max_prompt_chars)
-        except ClientError as exc:
-            _refuse(sub, room, exc)
-            bad += 1
-            if max_bad_frames and bad >= max_bad_frames:
-                log.info("room %s: %d bad frames, closing 4502", room.state.name, bad)
-                sub.close(TOO_MANY_BAD_FRAMES, "too many bad frames")
+class FrameReader:
+    """Reads one connection's client frames and answers what cannot be honoured."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        room: Room,
+        sub: Subscriber,
+        role: Role,
+        address: str,
+        rate: PromptRate,
+        config: Config,
+    ) -> None:
+        self.hub, self.room, self.sub, self.role = hub, room, sub, role
+        self.address, self.rate, self.limits = address, rate, config.limits
+        self.default_model = config.upstream.model
+        self.bad = 0
+        self.rate_limited = 0
+
+    async def read(self, ws: web.WebSocketResponse) -> None:
+        """Until the connection ends or is closed for what its client sent."""
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                log.info("room %s: binary frame, closing 1003", self.room.state.name)
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
                 return
-            continue
+            if msg.type == WSMsgType.TEXT and not self._frame(msg.data):
+                return
+
+    def _frame(self, text: str) -> bool:
+        """Handle one text frame; False once the connection is being closed."""
+        limits, room = self.limits, self.room
         try:
+            frame = decode_client_frame(text, max_prompt_chars=limits.max_prompt_chars)
+        except ClientError as exc:
+            _refuse(self.sub, room, exc)
+            self.bad += 1
+            if limits.max_bad_frames and self.bad >= limits.max_bad_frames:
+                log.info("room %s: %d bad frames, closing 4502", room.state.name, self.bad)
+                self.sub.close(TOO_MANY_BAD_FRAMES, "too many bad frames")
+                return False
+            return True
+        try:
+            may_prompt(self.role)
             if isinstance(frame, CancelRequest):
-                hub.cancel(room, frame.turn)
+                self.hub.cancel(room, frame.turn)
             else:
-                hub.submit(room, frame, default_model=default_model)
+                self.rate.check(self.address)
+                self.rate_limited = 0
+                self.hub.submit(room, frame, default_model=self.default_model)
         except ClientError as exc:
             exc.ref = exc.ref or frame.id
-            _refuse(sub, room, exc)
+            _refuse(self.sub, room, exc)
+            if exc.code == "rate_limited":
+                self.rate_limited += 1
+                floods = limits.max_rate_limited_frames
+                if floods and self.rate_limited >= floods:
+                    log.info("room %s: prompt flood, closing 4001", room.state.name)
+                    self.sub.close(RATE_LIMITED, "rate limited")
+                    return False
+        return True
 
 
 def _refuse(sub: Subscriber, room: Room, exc: ClientError) -> None:

@@ -50,5 +50,15 @@ def authorize(claims: Claims, room: str, action: Action) -> None:
     """
     if claims.role != "admin" and claims.room not in ("*", room):
         raise ClientError("forbidden", "the token does not allow this room")
-    if action == "prompt" and claims.role == "viewer":
+    if action == "prompt":
+        may_prompt(claims.role)
+
+
+def may_prompt(role: Role) -> None:
+    """Check that a connection's role may prompt and cancel.
+
+    Raises:
+        ClientError: ``forbidden`` for a viewer.
+    """
+    if role == "viewer":
         raise ClientError("forbidden", "viewers may watch but not prompt or cancel")

@@ -32,6 +32,7 @@ class ClientError(FanoutError):
         ref: str | None = None,
         temporary: bool = False,
         retry_after_ms: int | None = None,
+        close_code: int | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -39,6 +40,7 @@ class ClientError(FanoutError):
         self.ref = ref
         self.temporary = temporary
         self.retry_after_ms = retry_after_ms
+        self.close_code = close_code  # the close code when it ends a live WebSocket
 
     @property
     def status(self) -> int:

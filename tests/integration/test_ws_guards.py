@@ -1,0 +1,127 @@
+"""WebSocket guards: tokens and roles, cross-site hijacking, limits, prompt floods, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from server.auth import mint_token
+
+from .conftest import AUTH_SECRET, ServerFactory, viewer, ws_url
+from .fake_upstream import FakeUpstream
+
+
+def token(room: str = "r", role: str = "publisher", ttl: float = 60) -> str:
+    """A token signed with the test servers' secret."""
+    return mint_token(AUTH_SECRET, room, role, ttl)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("", 401), ("?token=garbage", 401), (f"?token={token(room='other')}", 403)],
+)
+async def test_bad_tokens_are_refused_before_the_upgrade(
+    make_server: ServerFactory, session: aiohttp.ClientSession, query: str, status: int
+) -> None:
+    """No token or a bad one: 401; a token for another room: 403; no socket is opened."""
+    server = await make_server(auth__mode="token")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(ws_url(server, "r") + query)
+    assert refused.value.status == status
+
+
+async def test_cross_site_websocket_hijacking_is_refused(
+    server: TestServer, session: aiohttp.ClientSession
+) -> None:
+    """A browser page on another origin cannot open the room's socket (403)."""
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(ws_url(server, "r"), headers={"Origin": "https://evil.example"})
+    assert refused.value.status == 403
+    own = str(server.make_url("/")).rstrip("/")
+    ws = await session.ws_connect(ws_url(server, "r"), headers={"Origin": own})
+    assert (await ws.receive_json())["type"] == "welcome"
+    await ws.close()
+
+
+async def test_viewer_token_watches_but_may_not_prompt(
+    make_server: ServerFactory, session: aiohttp.ClientSession, upstream: FakeUpstream
+) -> None:
+    """A viewer's welcome says viewer; its prompt and cancel get forbidden error frames."""
+    server = await make_server(auth__mode="token")
+    v = await viewer(session, server, "r", f"?token={token(role='viewer')}")
+    assert v.frames[0]["role"] == "viewer"
+    await v.send({"type": "prompt", "content": "hi", "id": "p1"})
+    await v.send({"type": "cancel", "turn": "t1", "id": "c1"})
+    await v.wait(lambda x: len(x.errors) == 2)
+    assert [(e["code"], e["ref"]) for e in v.errors] == [("forbidden", "p1"), ("forbidden", "c1")]
+    assert upstream.requests == []
+    p = await viewer(session, server, "r", f"?token={token(role='publisher')}")
+    assert p.frames[0]["role"] == "publisher"
+    await p.send({"type": "prompt", "content": "hi"})
+    await p.wait_turn_end()
+    for x in (v, p):
+        await x.close()
+
+
+async def test_an_expiring_token_closes_the_live_connection_with_4500(
+    make_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """The connection is closed with 4500 when its token expires."""
+    server = await make_server(auth__mode="token")
+    ws = await session.ws_connect(ws_url(server, "r") + f"?token={token(ttl=1)}", autoclose=False)
+    async with asyncio.timeout(5):
+        while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+            pass
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == 4500
+    await ws.close()
+
+
+async def test_prompt_floods_are_rate_limited_then_closed_with_4001(
+    make_server: ServerFactory, session: aiohttp.ClientSession, upstream: FakeUpstream
+) -> None:
+    """Past the burst, prompts get rate_limited with retry_after_ms; a flood closes with 4001."""
+    server = await make_server(limits__prompt_burst=2, limits__max_rate_limited_frames=3)
+    ws = await session.ws_connect(ws_url(server, "r"), autoclose=False)
+    for i in range(6):
+        await ws.send_json({"type": "prompt", "content": "hi", "id": f"p{i}"})
+    errors, close = [], None
+    async with asyncio.timeout(5):
+        while True:
+            msg = await ws.receive()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                close = msg.data
+                break
+            frame = msg.json()
+            if frame["type"] == "error":
+                errors.append(frame)
+    codes = [(e["code"], e["ref"]) for e in errors]
+    assert ("rate_limited", "p2") in codes
+    limited = [e for e in errors if e["code"] == "rate_limited"]
+    assert len(limited) == 3
+    assert all(e["temporary"] and e["retry_after_ms"] > 0 for e in limited)
+    assert close == 4001
+    await ws.close()
+
+
+async def test_connection_and_subscriber_limits_close_with_4503(
+    make_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Past connections per client or subscribers per room, the socket closes with 4503."""
+    server = await make_server(limits__max_connections_per_client=1)
+    first = await session.ws_connect(ws_url(server, "a"))
+    second = await session.ws_connect(ws_url(server, "b"), autoclose=False)
+    msg = await asyncio.wait_for(second.receive(), 5)
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4503)
+    for ws in (first, second):
+        await ws.close()
+    full = await make_server(rooms__max_subscribers=1)
+    one = await session.ws_connect(ws_url(full, "a"))
+    two = await session.ws_connect(ws_url(full, "a"), autoclose=False)
+    msg = await asyncio.wait_for(two.receive(), 5)
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4503)
+    for ws in (one, two):
+        await ws.close()
