@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from . import http_api, pages, sse_endpoint, tap
 from .config import Config
@@ -27,7 +27,6 @@ from .keys import (
     UPSTREAM,
 )
 from .metrics import Metrics
-from .subscriber import Subscriber
 from .turns import TurnRunner
 from .upstream import OPENAI_BASE_URL, UpstreamClient
 from .ws import websocket_handler
@@ -69,7 +68,7 @@ def create_app(config: Config) -> web.Application:
     pages.setup_pages(app)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
-    app.on_shutdown.append(_close_sockets)
+    app.on_shutdown.append(_shutdown)
     return app
 
 
@@ -126,16 +125,14 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-async def _close_sockets(app: web.Application) -> None:
-    """Shutdown: end SSE streams, close every WebSocket with 1001 so clients resume."""
-    streams: set[Subscriber] = app[SSE_STREAMS]
-    for sub in tuple(streams):
-        sub.close(GOING_AWAY, "server shutting down")
-    sockets: set[web.WebSocketResponse] = app[SOCKETS]
-    await asyncio.gather(
-        *(
-            ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-            for ws in tuple(sockets)
-        ),
-        return_exceptions=True,
-    )
+async def _shutdown(app: web.Application) -> None:
+    """Graceful shutdown (SIGTERM), after the listening socket closed: end streaming turns
+    for their viewers, then close every connection with 1001 after what is queued.
+
+    aiohttp then waits up to ``server.shutdown_grace_seconds`` for the handlers to finish.
+    """
+    hub = app[HUB]
+    await hub.close()  # each running turn ends (truncated) and its turn.end is queued
+    for room in hub.rooms.values():
+        for sub in tuple(room.subscribers):
+            sub.close(GOING_AWAY, "server shutting down")

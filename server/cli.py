@@ -15,6 +15,7 @@ from . import loadtest
 from .app import create_app
 from .config import MIN_SECRET_CHARS, Config, load_config
 from .core.errors import ConfigError
+from .logs import AccessLog, setup_logging
 
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -162,12 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fanout: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # The SDK's HTTP client logs every request at INFO; the turn log lines already say it.
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    setup_logging(config.server.log_level, config.server.log_format)
     if config.demo:
         print(
             "fanout: DEMO MODE — no OPENAI_API_KEY and no --upstream-url; answers come from "
@@ -181,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=config.server.host,
         port=config.server.port,
         print=None,
+        access_log_class=AccessLog,
         shutdown_timeout=config.server.shutdown_grace_seconds,
     )
     return 0

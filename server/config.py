@@ -41,6 +41,7 @@ class ServerConfig:
     port: int = 8080
     allowed_origins: list[str] = field(default_factory=list)
     log_level: str = "info"
+    log_format: str = "text"
     heartbeat_seconds: float = 30.0
     sse_keepalive_seconds: float = 15.0
     shutdown_grace_seconds: float = 5.0
@@ -280,6 +281,8 @@ def _validate(config: Config) -> None:
         )
     if not 0 < config.server.port < 65536 and config.server.port != 0:
         raise ConfigError("server.port: expected 0-65535")
+    if config.server.log_format not in ("text", "json"):
+        raise ConfigError("server.log_format: expected text or json")
     if config.server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("server.log_level: expected debug, info, warning or error")
     for name in ("connect_timeout", "idle_timeout", "total_timeout"):
