@@ -125,3 +125,25 @@ async def test_connection_and_subscriber_limits_close_with_4503(
     assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4503)
     for ws in (one, two):
         await ws.close()
+
+
+async def test_a_silent_client_is_dropped_by_the_heartbeat(
+    make_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A client that never answers pings is closed and stops counting as a viewer."""
+    server = await make_server(server__heartbeat_seconds=0.2)
+    silent = await session.ws_connect(ws_url(server, "hb"), autoping=False)
+    rooms_url = server.make_url("/api/rooms")
+
+    async def viewers() -> int:
+        async with session.get(rooms_url) as resp:
+            rooms = (await resp.json())["rooms"]
+        return int(rooms[0]["viewers"]) if rooms else 0
+
+    assert await viewers() == 1
+    for _ in range(100):  # the heartbeat closes it within a ping interval and a half
+        if await viewers() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await viewers() == 0
+    await silent.close()
