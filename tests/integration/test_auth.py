@@ -36,8 +36,8 @@ TAP_BODY = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
 EXPIRED = jwt.encode(
     {"room": "r", "role": "admin", "sub": "x", "exp": int(time.time()) - 10}, AUTH_SECRET
 )
-FORGED = jwt.encode(
-    {"room": "r", "role": "admin", "sub": "x", "exp": int(time.time()) + 60}, "x" * 40
+FORGED = jwt.encode(  # valid for a day, but signed with another secret
+    {"room": "r", "role": "admin", "sub": "x", "exp": int(time.time()) + 86400}, "x" * 40
 )
 
 
@@ -62,7 +62,7 @@ FORGED = jwt.encode(
         (bearer("not-a-jwt"), 401, "unauthorized"),
         (bearer(EXPIRED), 401, "unauthorized"),
         (bearer(FORGED), 401, "unauthorized"),
-        (bearer(token(room="other")), 403, "forbidden"),
+        (bearer(token(room="other", ttl=86400)), 403, "forbidden"),
     ],
 )
 async def test_endpoints_refuse_missing_bad_expired_and_foreign_tokens(

@@ -21,7 +21,7 @@ def token(room: str = "r", role: str = "publisher", ttl: float = 60) -> str:
 
 @pytest.mark.parametrize(
     ("query", "status"),
-    [("", 401), ("?token=garbage", 401), (f"?token={token(room='other')}", 403)],
+    [("", 401), ("?token=garbage", 401), (f"?token={token(room='other', ttl=86400)}", 403)],
 )
 async def test_bad_tokens_are_refused_before_the_upgrade(
     make_server: ServerFactory, session: aiohttp.ClientSession, query: str, status: int
