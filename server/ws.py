@@ -15,6 +15,7 @@ from .core.auth_rules import Claims, authorize, may_prompt
 from .core.codec import decode_client_frame
 from .core.errors import ClientError
 from .core.messages import CancelRequest, ErrorFrame, Role
+from .core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
 from .core.types import RoomName, parse_room_name
 from .core.wsframe import FrameOnce
 from .guards import PromptRate, check_origin, client_address
@@ -25,11 +26,10 @@ from .subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 
-TOO_MANY_BAD_FRAMES = 4502
 CAPACITY = 1013
-RATE_LIMITED = 4001
 TOKEN_EXPIRED = 4500
 LIMIT_REACHED = 4503
+CLOSE_REASONS = {TOO_MANY_BAD_FRAMES: "too many bad frames", RATE_LIMITED: "rate limited"}
 CLOSE_WAIT_SECONDS = 5.0
 
 
@@ -174,10 +174,12 @@ class FrameReader:
         config: Config,
     ) -> None:
         self.hub, self.room, self.sub, self.role = hub, room, sub, role
-        self.address, self.rate, self.limits = address, rate, config.limits
+        self.address, self.rate = address, rate
+        self.max_prompt_chars = config.limits.max_prompt_chars
         self.default_model = config.upstream.model
-        self.bad = 0
-        self.rate_limited = 0
+        self.refusals = RefusalCount(
+            config.limits.max_bad_frames, config.limits.max_rate_limited_frames
+        )
 
     async def read(self, ws: web.WebSocketResponse) -> None:
         """Until the connection ends or is closed for what its client sent."""
@@ -191,36 +193,31 @@ class FrameReader:
 
     def _frame(self, text: str) -> bool:
         """Handle one text frame; False once the connection is being closed."""
-        limits, room = self.limits, self.room
         try:
-            frame = decode_client_frame(text, max_prompt_chars=limits.max_prompt_chars)
+            frame = decode_client_frame(text, max_prompt_chars=self.max_prompt_chars)
         except ClientError as exc:
-            _refuse(self.sub, room, exc)
-            self.bad += 1
-            if limits.max_bad_frames and self.bad >= limits.max_bad_frames:
-                log.info("room %s: %d bad frames, closing 4502", room.state.name, self.bad)
-                self.sub.close(TOO_MANY_BAD_FRAMES, "too many bad frames")
-                return False
-            return True
+            _refuse(self.sub, self.room, exc)
+            return self._go_on(self.refusals.bad_frame())
         try:
             may_prompt(self.role)
             if isinstance(frame, CancelRequest):
-                self.hub.cancel(room, frame.turn)
+                self.hub.cancel(self.room, frame.turn)
             else:
                 self.rate.check(self.address)
-                self.rate_limited = 0
-                self.hub.submit(room, frame, default_model=self.default_model)
+                self.refusals.prompt_accepted()
+                self.hub.submit(self.room, frame, default_model=self.default_model)
         except ClientError as exc:
             exc.ref = exc.ref or frame.id
-            _refuse(self.sub, room, exc)
-            if exc.code == "rate_limited":
-                self.rate_limited += 1
-                floods = limits.max_rate_limited_frames
-                if floods and self.rate_limited >= floods:
-                    log.info("room %s: prompt flood, closing 4001", room.state.name)
-                    self.sub.close(RATE_LIMITED, "rate limited")
-                    return False
+            _refuse(self.sub, self.room, exc)
+            return self._go_on(self.refusals.refused(exc.code))
         return True
+
+    def _go_on(self, close_code: int | None) -> bool:
+        if close_code is None:
+            return True
+        log.info("room %s: closing %d after refused frames", self.room.state.name, close_code)
+        self.sub.close(close_code, CLOSE_REASONS[close_code])
+        return False
 
 
 def _refuse(sub: Subscriber, room: Room, exc: ClientError) -> None:
