@@ -64,6 +64,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     )
     room = hub.room(name)
+    limit = config.rooms.max_subscribers
+    if limit and len(room.subscribers) >= limit:  # SSE has no close codes: refuse up front
+        raise ClientError("unavailable", "this room has reached its subscriber limit")
     address = client_address(request)
     if not request.app[CONNECTIONS].acquire(address):
         raise ClientError("unavailable", "too many connections from this address")

@@ -106,3 +106,19 @@ async def test_sse_is_counted_as_a_viewer_and_bad_rooms_are_refused(
     resp = await session.get(server.make_url("/api/rooms/-bad/events"))
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "bad_request"
+
+
+async def test_sse_limits_are_503_before_the_stream(
+    make_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Past subscribers per room or connections per client, SSE answers 503 up front."""
+    server = await make_server(rooms__max_subscribers=1, limits__max_connections_per_client=2)
+    first = await SSEViewer(session, sse_url(server, "full")).connect()
+    resp = await session.get(server.make_url("/api/rooms/full/events"))
+    assert resp.status == 503
+    assert (await resp.json())["error"]["code"] == "unavailable"
+    second = await SSEViewer(session, sse_url(server, "other")).connect()
+    resp = await session.get(server.make_url("/api/rooms/third/events"))
+    assert resp.status == 503
+    for v in (first, second):
+        await v.close()
