@@ -88,8 +88,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     resume = resume_point(dict(request.query))
     # Refused before the upgrade: a bad Origin (403), a missing or bad token (401/403), a
     # full server (503).
-    claims = request_claims(request, config)
     check_origin(request, config)
+    claims = request_claims(request, config)
     role: Role = "publisher"
     if claims is not None:
         authorize(claims, name, "view")
