@@ -178,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=config.server.port,
         print=None,
         access_log_class=AccessLog,
+        # Also bounds a connection that never completes its request (a slow handshake).
+        keepalive_timeout=config.server.idle_timeout_seconds,
         shutdown_timeout=config.server.shutdown_grace_seconds,
     )
     return 0

@@ -45,6 +45,7 @@ class ServerConfig:
     heartbeat_seconds: float = 30.0
     sse_keepalive_seconds: float = 15.0
     shutdown_grace_seconds: float = 5.0
+    idle_timeout_seconds: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)

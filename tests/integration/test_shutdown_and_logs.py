@@ -142,3 +142,32 @@ async def test_static_files_refuse_path_traversal(
     assert "root:" not in body
     async with session.get(server.make_url("/static/lobby.css")) as ok:
         assert ok.status == 200
+
+
+async def test_a_handshake_that_never_completes_is_cut_off() -> None:
+    """A client that sends half a request and goes quiet is disconnected by the idle timeout."""
+    port = _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY" and not k.startswith("FANOUT_")
+    }
+    env["FANOUT_SERVER_IDLE_TIMEOUT_SECONDS"] = "0.5"
+    proc = _start(port, env)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+            writer.write(b"GET /api/rooms/x/ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no end
+            await writer.drain()
+            started = time.monotonic()
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
+            assert time.monotonic() - started < 5
+            writer.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
