@@ -167,17 +167,15 @@ class TurnRunner:
         room: Room, turn_id: TurnId, sse_events: list[SSEEvent], listener: TurnListener | None
     ) -> bool:
         """Feed decoded SSE events to the room; True once the turn has ended."""
-        now = time.time()
-        for sse in sse_events:
-            if listener is not None:
+        if listener is not None:
+            for sse in sse_events:
                 listener.on_sse(sse)
-            events: list[SequencedEvent] = room.state.feed(turn_id, sse, now)
-            if events:
-                room.publish(events)
-                if isinstance(events[-1], TurnEnd):
-                    log.info(
-                        "room %s: turn %s ended %s", room.state.name, turn_id, events[-1].status
-                    )
+        # Everything one read brought goes out as one delta: see RoomState.feed_many.
+        events: list[SequencedEvent] = room.state.feed_many(turn_id, sse_events, time.time())
+        if events:
+            room.publish(events)
+            if isinstance(events[-1], TurnEnd):
+                log.info("room %s: turn %s ended %s", room.state.name, turn_id, events[-1].status)
         return room.state.streaming_turn != turn_id
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .messages import ChoiceDelta, Delta, ToolCallDelta
 
@@ -41,6 +41,15 @@ def _merge_choice(a: ChoiceDelta, b: ChoiceDelta) -> ChoiceDelta:
     )
 
 
+def merge_choices(choices: Iterable[ChoiceDelta]) -> tuple[ChoiceDelta, ...]:
+    """Merge the growth of several chunks into one entry per choice, in first-seen order."""
+    merged: dict[int, ChoiceDelta] = {}
+    for choice in choices:
+        prev = merged.get(choice.index)
+        merged[choice.index] = choice if prev is None else _merge_choice(prev, choice)
+    return tuple(merged.values())
+
+
 def merge_deltas(deltas: Sequence[Delta]) -> Delta:
     """Merge consecutive deltas ``first_seq..seq`` of one turn into one delta.
 
@@ -52,21 +61,18 @@ def merge_deltas(deltas: Sequence[Delta]) -> Delta:
     if not deltas:
         raise ValueError("nothing to merge")
     first = deltas[0]
-    choices: dict[int, ChoiceDelta] = {}
     expected = first.seq
     for position, delta in enumerate(deltas):
         start = delta.seq if delta.first_seq is None else delta.first_seq
         if delta.turn != first.turn or (position > 0 and start != expected + 1):
             raise ValueError("deltas to merge must be consecutive and of one turn")
         expected = delta.seq
-        for choice in delta.choices:
-            prev = choices.get(choice.index)
-            choices[choice.index] = choice if prev is None else _merge_choice(prev, choice)
+    choices = merge_choices(c for delta in deltas for c in delta.choices)
     start = first.seq if first.first_seq is None else first.first_seq
     last = deltas[-1].seq
     return Delta(
         seq=last,
         turn=first.turn,
-        choices=tuple(choices.values()),
+        choices=choices,
         first_seq=start if start != last else None,
     )

@@ -9,12 +9,15 @@ from __future__ import annotations
 import itertools
 import json
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from .accumulator import ChunkAccumulator, error_info
 from .errors import ClientError
+from .merge import merge_choices
 from .messages import (
+    ChoiceDelta,
     ChoiceEnd,
     Delta,
     ErrorInfo,
@@ -172,27 +175,54 @@ class RoomState:
 
     def feed(self, turn_id: TurnId, sse: SSEEvent, now: float) -> list[SequencedEvent]:
         """Apply one upstream SSE event to a streaming turn; return the events it made."""
+        return self.feed_many(turn_id, (sse,), now)
+
+    def feed_many(
+        self, turn_id: TurnId, batch: Sequence[SSEEvent], now: float
+    ) -> list[SequencedEvent]:
+        """Apply SSE events that arrived together: their growth goes out as ONE delta.
+
+        When fanning out takes longer than the upstream's gap between chunks, chunks wait in
+        the socket; taking them together makes one fan-out round per read instead of one per
+        chunk, so the rounds follow the server's pace, not the model's. Lossless: the delta
+        carries every string that grew. An end (``[DONE]``, an error) comes after it, and
+        events after an end change nothing.
+        """
         turn = self._streaming
         if turn is None or turn.id != turn_id:
             return []  # cancelled or ended already: late chunks change nothing
+        grown: list[ChoiceDelta] = []
+        ending: tuple[TurnStatus, ErrorInfo | None] | None = None
+        for sse in batch:
+            ending = self._take(turn, sse, grown)
+            if ending is not None:
+                break
+        out: list[SequencedEvent] = []
+        if grown:
+            delta = Delta(seq=self._next_seq(), turn=turn_id, choices=merge_choices(grown))
+            self._log.append(delta)
+            out.append(delta)
+        if ending is not None:
+            out.append(self._end(turn, ending[0], ending[1], now))
+        return out
+
+    def _take(
+        self, turn: _Turn, sse: SSEEvent, grown: list[ChoiceDelta]
+    ) -> tuple[TurnStatus, ErrorInfo | None] | None:
+        """Feed one event to the turn's accumulator; how the turn ends, if this ends it."""
         if sse.data.strip() == "[DONE]":
-            return [self._end(turn, self._natural_status(turn), None, now)]
+            return self._natural_status(turn), None
         try:
             chunk = json.loads(sse.data, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
-            err = ErrorInfo("bad_chunk", "the upstream sent a chunk that is not JSON")
-            return [self._end(turn, "failed", err, now)]
+            return "failed", ErrorInfo("bad_chunk", "the upstream sent a chunk that is not JSON")
         if sse.event == "error" or not isinstance(chunk, dict):
             raw = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
-            return [self._end(turn, "failed", error_info(raw, self._secrets), now)]
-        grown = turn.acc.feed(chunk)
+            return "failed", error_info(raw, self._secrets)
+        grown.extend(turn.acc.feed(chunk))
         if turn.acc.error is not None:
-            return [self._end(turn, "failed", turn.acc.error, now)]
-        if not grown:
-            return []
-        delta = Delta(seq=self._next_seq(), turn=turn_id, choices=grown)
-        self._log.append(delta)
-        return [delta]
+            return "failed", turn.acc.error
+        return None
 
     def end_stream(self, turn_id: TurnId, now: float) -> TurnEnd | None:
         """The upstream body ended (or broke, or went idle): completed or truncated."""

@@ -254,3 +254,38 @@ def test_turn_view_of_a_retained_turn_and_of_an_unknown_one() -> None:
     assert view is not None
     assert (view.status, view.choices[0].content) == ("streaming", "so far")
     assert room.turn_view(TurnId("nope")) is None
+
+
+def test_events_that_arrive_together_go_out_as_one_delta() -> None:
+    """feed_many merges a batch's growth into one delta (one seq) with the exact text."""
+    room = make_room()
+    start(room, "t1")
+    batch = [text("Hel"), text("lo", index=1), text(", wor"), text("ld", finish="stop")]
+    out = room.feed_many(TurnId("t1"), batch, 2.0)
+    assert len(out) == 1
+    delta = out[0]
+    assert isinstance(delta, Delta)
+    assert delta.seq == 2
+    assert delta.first_seq is None
+    assert [(c.index, c.content) for c in delta.choices] == [(0, "Hel, world"), (1, "lo")]
+    assert room.feed_many(TurnId("t1"), [text("", finish="stop", index=1)], 2.5) == []
+
+
+def test_an_end_inside_a_batch_follows_its_delta_and_stops_it() -> None:
+    """A batch with [DONE] (or an error) in the middle: delta, then turn.end; the rest ignored."""
+    room = make_room()
+    start(room, "t1")
+    out = room.feed_many(TurnId("t1"), [text("a"), text("b", finish="stop"), DONE, text("c")], 2.0)
+    assert [type(e).__name__ for e in out] == ["Delta", "TurnEnd"]
+    assert [e.seq for e in out] == [2, 3]
+    end = out[1]
+    assert isinstance(end, TurnEnd)
+    assert end.status == "completed"
+    view = room.turn_view(TurnId("t1"))
+    assert view is not None
+    assert view.choices[0].content == "ab"
+    room2 = make_room()
+    start(room2, "t1")
+    failed = room2.feed_many(TurnId("t1"), [sse({"error": {"message": "x"}}), text("z")], 2.0)
+    assert [type(e).__name__ for e in failed] == ["TurnEnd"]
+    assert room2.feed_many(TurnId("t1"), [text("late")], 3.0) == []
