@@ -53,8 +53,14 @@ check: $(STAMP)
 	$(VENV)/bin/ruff format --check server tests bench
 	$(VENV)/bin/mypy server
 
-## bench: run the benchmarks and rewrite docs/benchmarks.md
-bench: $(STAMP)
+## bench: run the benchmarks (the bench extra) and rewrite docs/benchmarks.md
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m bench.run $(ARGS)
 
 clean:

@@ -22,6 +22,9 @@ MODELS = (
     "mock-truncate",
     "mock-429",
     "mock-500",
+    "mock-long",
+    "mock-stamp",
+    "mock-flood",
 )
 DEFAULT_MODEL = "mock"
 MAX_CHOICES = 8
@@ -51,6 +54,16 @@ _POOL = (
     "Nothing here is real, yet every byte is chosen with care ✨.",
 )
 _MIN_TOKENS = 40
+# Load-test models: ``mock-long-<N>`` answers with N plain word tokens, ``mock-stamp-<N>``
+# with N tokens that each carry the mock's send time (``stamp_token``), so a client on the
+# same clock can measure delivery latency, and ``mock-flood-<N>`` with N chunks of about
+# FLOOD_CHUNK_CHARS characters written as fast as possible whatever the pacing (to fill a
+# slow reader's buffers quickly). Without ``-<N>`` they send LONG_DEFAULT_TOKENS.
+FLOOD_CHUNK_CHARS = 1000
+LONG_DEFAULT_TOKENS = 1000
+LONG_MAX_TOKENS = 100_000
+_SIZED = re.compile(r"mock-(long|stamp|flood)(?:-(\d{1,9}))?")
+SizedKind = Literal["long", "stamp", "flood"]
 _SNIPPET_CHARS = 40
 # Like OpenAI's: many small fragments, some cutting words in two, none valid JSON alone.
 ARGUMENT_FRAGMENTS = tuple(re.findall(r"\W+|\w{1,4}", TOOL_ARGUMENTS))
@@ -228,6 +241,57 @@ def token_delta(field: Field, text: str) -> dict[str, Any]:
     return {field: text}
 
 
+def sized_scenario(model: str) -> tuple[SizedKind, int] | None:
+    """``(kind, token count)`` for ``mock-long[-N]``, ``mock-stamp[-N]`` and
+    ``mock-flood[-N]``, else None."""
+    match = _SIZED.fullmatch(model)
+    if match is None:
+        return None
+    kinds: dict[str, SizedKind] = {"long": "long", "stamp": "stamp", "flood": "flood"}
+    kind = kinds[match.group(1)]
+    count = int(match.group(2)) if match.group(2) else LONG_DEFAULT_TOKENS
+    return kind, max(1, min(count, LONG_MAX_TOKENS))
+
+
+def is_stamped(model: str) -> bool:
+    """True for the ``mock-stamp`` models, whose tokens carry their send time."""
+    sized = sized_scenario(model)
+    return sized is not None and sized[0] == "stamp"
+
+
+def is_unpaced(model: str) -> bool:
+    """True for the ``mock-flood`` models, which ignore the mock's pacing."""
+    sized = sized_scenario(model)
+    return sized is not None and sized[0] == "flood"
+
+
+def stamp_token(now: float) -> str:
+    """A stamp token: a wall-clock time in seconds, to the microsecond, after a space."""
+    return f" {now:.6f}"
+
+
+def long_tokens(count: int) -> list[str]:
+    """``count`` deterministic word tokens (the answer pool, over and over)."""
+    words = tokenize(" " + " ".join(_POOL))
+    tokens = [words[i % len(words)] for i in range(count)]
+    if tokens:
+        tokens[0] = tokens[0].lstrip()
+    return tokens
+
+
+def flood_tokens(count: int) -> list[str]:
+    """``count`` chunks of FLOOD_CHUNK_CHARS characters (the answer pool, cut to size)."""
+    pool = " " + " ".join(_POOL)
+    chunk = (pool * (FLOOD_CHUNK_CHARS // len(pool) + 1))[:FLOOD_CHUNK_CHARS]
+    return [chunk] * count
+
+
+def stamp_plan(plan: ChoicePlan, now: float) -> ChoicePlan:
+    """The plan with every token's text replaced by the stamp of ``now``."""
+    stamped = tuple((field, stamp_token(now)) for field, _ in plan.tokens)
+    return ChoicePlan(plan.index, plan.tool_name, stamped, plan.finish_reason)
+
+
 def ending_for(model: str) -> Ending:
     """How a scenario's stream ends."""
     if model == "mock-error":
@@ -250,6 +314,14 @@ def plan_choice(
         finish = "tool_calls"
     elif model == "mock-refusal":
         tokens = [("refusal", t) for t in tokenize(REFUSAL)]
+    elif (sized := sized_scenario(model)) is not None:
+        # Stamp tokens get their time when sent; the plan holds a zero stamp of the same shape.
+        kind, count = sized
+        if kind == "stamp":
+            texts = [stamp_token(0.0)] * count
+        else:
+            texts = flood_tokens(count) if kind == "flood" else long_tokens(count)
+        tokens = [("content", t) for t in texts]
     else:
         tokens = [("content", t) for t in tokenize(answer_text(prompt, index))]
         if model == "mock-reasoning":

@@ -3,8 +3,11 @@
 It backs demo mode (started in-process when there is no API key), load tests and tests.
 Answers are deterministic (see ``mock_scenarios``); the request's ``model`` picks a scenario:
 ``mock`` (plain answer), ``mock-tools``, ``mock-reasoning``, ``mock-refusal``, ``mock-error``
-(in-stream error event), ``mock-truncate`` (stream just stops), ``mock-429`` and ``mock-500``.
-Any other model name behaves like ``mock``.
+(in-stream error event), ``mock-truncate`` (stream just stops), ``mock-429`` and ``mock-500``;
+for load tests ``mock-long-<N>`` (N tokens), ``mock-stamp-<N>`` (N tokens, each its send
+time) and ``mock-flood-<N>`` (N chunks of about 1 kB, never paced). Any other model name
+behaves like ``mock``. ``GET /v1/_stats`` returns the counts of ``MockStats``, so a load test
+in another process can check how many requests reached the mock.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +29,12 @@ from .mock_scenarios import (
     ChoicePlan,
     Ending,
     ending_for,
+    is_stamped,
+    is_unpaced,
     parse_request,
     plan_choice,
+    stamp_plan,
+    stamp_token,
     token_delta,
 )
 
@@ -165,7 +173,8 @@ async def _stream(
     if ending != "normal":
         lengths = [min(length, BROKEN_AFTER) for length in lengths]
     rounds = max(lengths)
-    tps = settings.tokens_per_second
+    tps = 0.0 if is_unpaced(chat.model) else settings.tokens_per_second
+    stamped = is_stamped(chat.model)
     try:
         await resp.prepare(request)
         # The role chunks go out before the ttft wait, so clients see the stream open early.
@@ -179,7 +188,10 @@ async def _stream(
             out: list[bytes] = []
             for plan, length in zip(plans, lengths, strict=True):
                 if r < length:
-                    out.append(maker.choice(plan.index, token_delta(*plan.tokens[r])))
+                    field, text = plan.tokens[r]
+                    if stamped:
+                        text = stamp_token(time.time())
+                    out.append(maker.choice(plan.index, token_delta(field, text)))
                 elif r == length and ending == "normal":
                     out.append(maker.choice(plan.index, {}, plan.finish_reason))
             if out:
@@ -214,6 +226,8 @@ async def _complete(
     if chat.model == "mock-error":
         # There is no stream to break, so fail the way a non-streaming request would.
         return _error(500, _STREAM_ERROR_MESSAGE, "server_error", "server_error")
+    if is_stamped(chat.model):
+        plans = [stamp_plan(plan, time.time()) for plan in plans]
     completion = {
         "id": completion_id,
         "object": "chat.completion",
@@ -293,6 +307,17 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+async def _stats(request: web.Request) -> web.Response:
+    """``GET /v1/_stats``: what the mock has counted (not part of the OpenAI API)."""
+    stats = request.app[MOCK_STATS]
+    counts = {
+        "requests": stats.requests,
+        "disconnects": stats.disconnects,
+        "models_requests": stats.models_requests,
+    }
+    return web.json_response(counts)
+
+
 def create_mock_app(settings: MockSettings | None = None) -> web.Application:
     """The mock upstream as an aiohttp application."""
     app = web.Application()
@@ -300,6 +325,7 @@ def create_mock_app(settings: MockSettings | None = None) -> web.Application:
     app[MOCK_STATS] = MockStats()
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_get("/v1/_stats", _stats)
     return app
 
 

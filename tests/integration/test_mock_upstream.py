@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +20,15 @@ from pytest_aiohttp import AiohttpClient
 from server.mock_scenarios import (
     ARGUMENT_FRAGMENTS,
     BROKEN_AFTER,
+    FLOOD_CHUNK_CHARS,
+    LONG_DEFAULT_TOKENS,
     MODELS,
     REFUSAL,
     THOUGHT,
     TOOL_ARGUMENTS,
     answer_text,
+    flood_tokens,
+    long_tokens,
     tokenize,
 )
 from server.mock_upstream import (
@@ -609,3 +614,81 @@ async def test_ttft_and_pacing(start_mock: MockFactory) -> None:
     assert arrivals[-1] >= ttft + (count - 1) / tps - 0.02
     assert arrivals[-1] < ttft + (count - 1) / tps + 1.0
     assert non_stream >= ttft - 0.02
+
+
+async def test_long_model_sends_n_tokens(client: openai.AsyncOpenAI) -> None:
+    """mock-long-N streams exactly N content tokens; bare mock-long the default; max_tokens cuts."""
+    async with asyncio.timeout(TIMEOUT):
+        counts = []
+        for model, limit in (("mock-long-300", None), ("mock-long", None), ("mock-long-9", 4)):
+            stream = await client.chat.completions.create(
+                model=model, messages=MESSAGES, stream=True, max_tokens=limit
+            )
+            chunks = [c async for c in stream]
+            pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+            counts.append((len(pieces), chunks[-1].choices[0].finish_reason))
+            if model == "mock-long-300":
+                text = "".join(p or "" for p in pieces)
+    assert counts == [(300, "stop"), (LONG_DEFAULT_TOKENS, "stop"), (4, "length")]
+    assert text == "".join(long_tokens(300))
+    assert text.startswith("The café")
+    assert len(set(text.split())) > 50
+
+
+async def test_stamp_model_carries_send_times(start_mock: MockFactory) -> None:
+    """mock-stamp-N: each token is the wall-clock time it was sent, paced by tokens_per_second."""
+    mock = await start_mock(tokens_per_second=200.0)
+    body = {"model": "mock-stamp-20", "messages": MESSAGES, "stream": True}
+    async with asyncio.timeout(TIMEOUT), aiohttp.ClientSession() as session:
+        before = time.time()
+        events, _ = await raw_events(session, mock.url, body)
+        after = time.time()
+        non_stream = {"model": "mock-stamp-3", "messages": MESSAGES}
+        async with session.post(f"{mock.url}/chat/completions", json=non_stream) as resp:
+            reply = await resp.json()
+    pieces = [json.loads(e)["choices"][0]["delta"].get("content") for e in events if e != "[DONE]"]
+    stamps = [float(p) for p in pieces if p]
+    assert all(re.fullmatch(r" \d+\.\d{6}", p) for p in pieces if p)
+    assert len(stamps) == 20
+    assert before <= stamps[0] <= stamps[-1] <= after
+    assert stamps == sorted(stamps)
+    assert stamps[-1] - stamps[0] >= 19 / 200.0 - 0.01
+    content = reply["choices"][0]["message"]["content"]
+    assert len(content.split()) == 3
+    assert all(before <= float(s) <= time.time() for s in content.split())
+
+
+async def test_stats_endpoint_counts_requests(mock: Mock, session: aiohttp.ClientSession) -> None:
+    """GET /v1/_stats reports the requests, disconnects and model listings the mock counted."""
+    async with asyncio.timeout(TIMEOUT):
+        body = {"model": "mock-long-5", "messages": MESSAGES, "stream": True}
+        for _ in range(2):
+            await raw_events(session, mock.url, body)
+        async with session.get(f"{mock.url}/models") as resp:
+            assert resp.status == 200
+        async with session.get(f"{mock.url}/_stats") as resp:
+            counts = await resp.json()
+    assert counts == {"requests": 2, "disconnects": 0, "models_requests": 1}
+
+
+async def test_flood_model_ignores_pacing(start_mock: MockFactory) -> None:
+    """mock-flood-N sends N chunks of about 1 kB at once on a slow mock; mock-long stays paced."""
+    mock = await start_mock(tokens_per_second=20.0)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(TIMEOUT), aiohttp.ClientSession() as session:
+        timings = {}
+        for model in ("mock-flood-40", "mock-long-8"):
+            started = loop.time()
+            body = {"model": model, "messages": MESSAGES, "stream": True}
+            events, _ = await raw_events(session, mock.url, body)
+            timings[model] = loop.time() - started
+            pieces = [
+                json.loads(e)["choices"][0]["delta"].get("content") for e in events if e != "[DONE]"
+            ]
+            if model == "mock-flood-40":
+                text = "".join(p for p in pieces if p)
+    assert text == "".join(flood_tokens(40))
+    assert len(text) == 40 * FLOOD_CHUNK_CHARS
+    assert len(set(text.split())) > 50
+    assert timings["mock-flood-40"] < 0.5
+    assert timings["mock-long-8"] >= 7 / 20.0 - 0.02
