@@ -60,8 +60,8 @@ def _systems() -> str:
 
 
 LIMITS = """\
-The profiles below (py-spy, sampling the server during the burst and during a paced answer
-to 2,000 viewers) agree: about 70% of the server's CPU is inside asyncio's
+The profiles below (py-spy, sampling the server during a paced answer to 5,000 viewers and
+during a long burst) agree: 55-75% of the server's CPU is inside asyncio's
 `_SelectorSocketTransport.write`, that is the `send()` system call that puts one frame on one
 socket, and most of the rest is fanout's per-viewer loop (`Room.publish` ->
 `Subscriber.send` -> `WebSocketSink.write_now`, with aiohttp's and asyncio's `closed` and
@@ -75,9 +75,9 @@ What keeps fanout ahead of that wall is how few rounds it makes: everything one 
 upstream brings goes out as one delta (`RoomState.feed_many`), so the chunks that arrive
 while a round is being sent wait in the socket and the next round carries them all. Rounds
 follow the core's pace, not the model's. In the burst that turns 2,000 deltas into a few
-frames per viewer (compare deliveries/s and frames/s); at 80 tokens/s it keeps p99 near two
-rounds, while the peers, at one frame per token, fall behind for good as soon as 80 x N sends
-a second exceed what the core can do (between 1,000 and 1,500 viewers here).
+dozen frames per viewer (compare deliveries/s and frames/s); at 80 tokens/s it keeps p99
+within a few rounds, while the peers, at one frame per token, fall behind for good as soon
+as 80 x N sends a second exceed what the core can do (between 1,000 and 1,500 viewers here).
 
 The paced target is still missed at 5,000 viewers: a round of 5,000 sends takes about
 50-60 ms of this core (CPU 0 was fully busy: the server process plus the kernel's network

@@ -1,13 +1,13 @@
 """Where fanout's server spends its CPU during an answer: py-spy profiles, summarised.
 
-    python -m bench.profile                                        # the burst and paced runs
+    python -m bench.profile                                        # the default two answers
     python -m bench.profile --rate 80 --viewers 2000 --tokens 200  # one answer of your choice
 
 Starts the mock upstream and fanout as the benchmarks do (fanout on CPU 0), attaches py-spy
 (on CPU 1) to the server for one answer, then writes bench/profile.md: the share of samples
 per area (fanout, aiohttp, asyncio, json, ...) and the top functions by own and total time.
-By default it profiles the burst (500 viewers, 2,000 deltas, flat out) and a paced answer
-(2,000 viewers, 200 tokens at 80 tokens/s).
+By default it profiles a paced answer to 5,000 viewers (200 tokens at 80 tokens/s: the
+paced target) and a burst long enough to sample (500 viewers, 20,000 deltas, flat out).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ async def _profile(viewers: int, tokens: int, rate: float, raw: Path) -> None:
         mock.proc.stop()
 
 
-DEFAULT_RUNS = ((500, 2000, 0.0), (2000, 200, 80.0))
+DEFAULT_RUNS = ((5000, 200, 80.0), (500, 20000, 0.0))
 
 
 def main() -> None:
