@@ -86,7 +86,7 @@ async def _stream(
     sink = SSESink(response, room.state.epoch)
     # With the transport, bytes stuck in the socket count against the outbox limit and a
     # stalled reader is dropped, exactly as on the WebSocket.
-    sub = connection_subscriber(sink, config.limits, request.transport, role="viewer")
+    sub = connection_subscriber(sink, config.limits, request.transport)
     try:
         room = attach(hub, name, sub, resume, "viewer")
     except ClientError as exc:

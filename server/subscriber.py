@@ -52,14 +52,12 @@ class Subscriber:
         "_waiter",
         "_write_now",
         "outbox",
-        "role",
     )
 
     def __init__(
         self,
         sink: FrameSink,
         outbox_limit: int,
-        role: str = "publisher",
         *,
         transport: asyncio.Transport | None = None,
         write_now: Callable[[bytes], None] | None = None,
@@ -71,7 +69,6 @@ class Subscriber:
         Args:
             sink: where frames go.
             outbox_limit: the backlog in bytes past which it is closed with 4000 (0 = none).
-            role: what the connection may do.
             transport: the connection's transport: its write buffer counts in the backlog, and
                 it is aborted when a close does not get through in ``close_timeout`` seconds.
             write_now: writes a frame straight to the transport, for frames that may skip
@@ -88,7 +85,6 @@ class Subscriber:
         self._closing: tuple[int, str] | None = None
         self._coalesce = coalesce_seconds
         self._close_timeout = close_timeout
-        self.role = role
 
     @property
     def closing(self) -> bool:
@@ -176,7 +172,6 @@ def connection_subscriber(
     sink: FrameSink,
     limits: LimitsConfig,
     transport: asyncio.Transport | None,
-    role: str = "publisher",
     write_now: Callable[[bytes], None] | None = None,
 ) -> Subscriber:
     """A subscriber for a new connection, set up from ``[limits]``.
@@ -195,7 +190,6 @@ def connection_subscriber(
     return Subscriber(
         sink,
         limits.outbox_bytes,
-        role,
         transport=transport,
         write_now=write_now,
         coalesce_seconds=limits.coalesce_ms / 1000,

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from .core.errors import UpstreamError
+from .core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
 from .core.messages import ErrorInfo, SequencedEvent, TurnEnd
 from .core.retry import RetryPolicy, is_temporary, retry_delay
 from .core.sse import SSEDecoder, SSEEvent
@@ -146,9 +146,7 @@ class TurnRunner:
         except TimeoutError as exc:
             log.info("room %s: turn %s timed out (body started: %s)", state.name, turn_id, got_body)
             if not got_body:
-                raise UpstreamError(
-                    "upstream_timeout", "the upstream did not answer in time"
-                ) from exc
+                raise UpstreamError("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE) from exc
             self._end(room, state.time_out(turn_id, body_started=True, now=time.time()))
 
     def _fail(

@@ -17,7 +17,7 @@ import openai
 
 from .config import UpstreamConfig
 from .core.accumulator import error_info
-from .core.errors import UpstreamError
+from .core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
 from .core.scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class UpstreamClient:
             # The SDK's aiohttp transport reports a refused connection as a connect timeout.
             if _caused_by(exc, aiohttp.ClientConnectorError):
                 raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
-            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from exc
+            raise UpstreamError("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE) from exc
         except openai.APIConnectionError as exc:
             raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
         try:

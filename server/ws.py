@@ -123,9 +123,7 @@ async def _serve(
     config = request.app[CONFIG]
     hub = request.app[HUB]
     sink = WebSocketSink(ws, request.transport)
-    sub = connection_subscriber(
-        sink, config.limits, request.transport, role, write_now=sink.write_now
-    )
+    sub = connection_subscriber(sink, config.limits, request.transport, write_now=sink.write_now)
     try:
         room = attach(hub, name, sub, resume, role)
     except ClientError as exc:

@@ -17,6 +17,10 @@ HTTP_STATUS: dict[str, int] = {
 }
 
 
+# The message of an upstream that sent no byte of its body in time.
+UPSTREAM_TIMEOUT_MESSAGE = "the upstream did not answer in time"
+
+
 class FanoutError(Exception):
     """Base of every error this project raises on purpose."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .accumulator import ChunkAccumulator, error_info
-from .errors import ClientError
+from .errors import UPSTREAM_TIMEOUT_MESSAGE, ClientError
 from .merge import merge_choices
 from .messages import (
     ChoiceDelta,
@@ -242,7 +242,7 @@ class RoomState:
         """The upstream went silent too long: ``truncated`` once its body began, else ``failed``."""
         if body_started:
             return self.end_stream(turn_id, now)
-        error = ErrorInfo("upstream_timeout", "the upstream did not answer in time")
+        error = ErrorInfo("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE)
         return self.fail(turn_id, error, now)
 
     def cancel(self, turn_id: str, now: float) -> TurnEnd:
