@@ -24,16 +24,19 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-# The browser tests (tests/browser) drive Debian's Chromium, never a downloaded browser.
+# The browser tests (tests/browser) drive Debian's Chromium, never a downloaded browser;
+# the Redis tests (tests/redis) start Debian's redis-server on a free loopback port.
 CHROMIUM := /usr/bin/chromium
+SYSPKGS  := $(if $(wildcard $(CHROMIUM)),,chromium) \
+	$(if $(shell command -v redis-server 2>/dev/null),,redis-server)
 
-## sysdeps: install Debian's chromium for the browser tests when it is missing (as root)
+## sysdeps: install Debian's chromium and redis-server for the tests when missing (as root)
 sysdeps:
-	@if [ ! -x $(CHROMIUM) ]; then \
+	@if [ -n "$(strip $(SYSPKGS))" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS); \
 		else \
-			echo "warning: $(CHROMIUM) is missing; install Debian's chromium (browser tests skip, or fail under CI)"; \
+			echo "warning: missing $(strip $(SYSPKGS)); install them from Debian (their tests skip, or fail under CI)"; \
 		fi; \
 	fi
 

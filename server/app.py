@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import http_api, pages, sse_endpoint, tap
+from .broker import make_broker
+from .broker.base import Broker
 from .config import Config
 from .core.room import RoomLimits
 from .errors_http import json_errors
@@ -37,22 +39,28 @@ SWEEP_SECONDS = 60.0
 GOING_AWAY = 1001
 
 
-def create_app(config: Config) -> web.Application:
-    """Build the aiohttp application for ``config``."""
+def create_app(config: Config, broker: Broker | None = None) -> web.Application:
+    """Build the aiohttp application for ``config`` (``broker``: instead of broker.url's)."""
     app = web.Application(middlewares=[json_errors], client_max_size=1 << 20)
     app[CONFIG] = config
     secrets = tuple(s.reveal() for s in (config.api_key, config.auth_secret) if s is not None)
+    rooms = config.rooms
     app[HUB] = Hub(
         RoomLimits(
-            retained_events=config.rooms.retained_events,
-            snapshot_turns=config.rooms.snapshot_turns,
-            history_turns=config.rooms.history_turns,
+            retained_events=rooms.retained_events,
+            snapshot_turns=rooms.snapshot_turns,
+            history_turns=rooms.history_turns,
         ),
-        HubLimits(
-            max_rooms=config.rooms.max_rooms,
-            max_subscribers=config.rooms.max_subscribers,
-        ),
+        HubLimits(max_rooms=rooms.max_rooms, max_subscribers=rooms.max_subscribers),
         secrets,
+        broker
+        or make_broker(
+            config.broker.url,
+            lease_seconds=config.broker.lease_seconds,
+            key_prefix=config.broker.key_prefix,
+            max_events=rooms.retained_events,
+            max_turns=max(rooms.snapshot_turns, rooms.history_turns, 1),
+        ),
     )
     app[SOCKETS] = set()
     app[SSE_STREAMS] = set()
@@ -66,10 +74,22 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(sse_endpoint.routes)
     app.router.add_get("/api/rooms/{room}/ws", websocket_handler)
     pages.setup_pages(app)
+    app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
     app.on_shutdown.append(_shutdown)
     return app
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Connect the broker (and the hub's upkeep); disconnect after everything else."""
+    hub = app[HUB]
+    await hub.start()
+    log.info("broker: %s", app[CONFIG].broker.url.split("@")[-1])  # never a password
+    try:
+        yield
+    finally:
+        await hub.stop()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -98,6 +98,8 @@ class BrokerConfig:
     """[broker]: how events travel between instances."""
 
     url: str = "memory://"
+    lease_seconds: float = 5.0
+    key_prefix: str = "fanout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,10 +278,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("auth.mode = 'token' needs FANOUT_AUTH_SECRET in the environment")
     if config.auth_secret is not None and len(config.auth_secret.reveal()) < MIN_SECRET_CHARS:
         raise ConfigError(f"FANOUT_AUTH_SECRET must be at least {MIN_SECRET_CHARS} characters")
-    if not config.broker.url.startswith("memory://"):
+    if not config.broker.url.startswith(("memory://", "redis://", "rediss://", "unix://")):
         raise ConfigError(
-            f"broker.url: only memory:// is supported so far, got {config.broker.url!r}"
+            f"broker.url: expected memory://, redis://, rediss:// or unix://, "
+            f"got {config.broker.url!r}"
         )
+    if config.broker.lease_seconds < 0.5:
+        raise ConfigError("broker.lease_seconds: must be at least 0.5")
+    if not config.broker.key_prefix or any(c in config.broker.key_prefix for c in "{} "):
+        raise ConfigError("broker.key_prefix: a non-empty name without braces or spaces")
     if not 0 < config.server.port < 65536 and config.server.port != 0:
         raise ConfigError("server.port: expected 0-65535")
     if config.server.log_format not in ("text", "json"):

@@ -41,13 +41,14 @@ async def list_rooms(request: web.Request) -> web.Response:
     rooms = [
         {
             "name": room.state.name,
-            "viewers": room.state.viewers,
+            "viewers": room.viewers,
             "seq": room.state.seq,
             "epoch": room.state.epoch,
             "streaming": room.state.streaming_turn is not None,
             "turns": room.state.turn_count,
         }
         for room in request.app[HUB].rooms.values()
+        if room.loaded
     ]
     return web.json_response({"rooms": rooms})
 
@@ -57,7 +58,7 @@ async def room_snapshot(request: web.Request) -> web.Response:
     """The room's snapshot object."""
     name = parse_room_name(request.match_info["room"])
     check_request(request, request.app[CONFIG], name, "view")
-    room = request.app[HUB].room(name)
+    room = await request.app[HUB].open(name)
     return web.json_response(snapshot_wire(room.state.snapshot()))
 
 
@@ -89,8 +90,8 @@ async def post_prompt(request: web.Request) -> web.Response:
     body = await json_body(request)
     prompt = parse_prompt(body, max_prompt_chars=config.limits.max_prompt_chars)
     request.app[PROMPT_RATE].check(client_address(request))
-    room = hub.room(name)
-    started = hub.submit(room, prompt, default_model=config.upstream.model)
+    room = await hub.open(name)
+    started = await hub.submit(room, prompt, default_model=config.upstream.model)
     return web.json_response({"turn": started.turn, "seq": started.seq}, status=202)
 
 
@@ -100,8 +101,6 @@ async def cancel_turn(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
     guard(request, request.app[CONFIG], name, "prompt")
-    room = hub.rooms.get(name)
-    if room is None:
-        raise ClientError("not_found", "no such turn in this room")
-    end = hub.cancel(room, request.match_info["turn"])
+    room = await hub.open(name)  # the turn may stream on another instance
+    end = await hub.cancel(room, request.match_info["turn"])
     return web.json_response({"turn": end.turn}, status=202)

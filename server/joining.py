@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from .core.codec import encode
 from .core.messages import Role, ServerMessage, Welcome
-from .core.types import RoomName
 from .hub import Hub, Room
 from .subscriber import Subscriber
 
@@ -19,18 +18,17 @@ def send_one(sub: Subscriber, msg: ServerMessage) -> None:
 
 
 def attach(
-    hub: Hub, name: RoomName, sub: Subscriber, resume: tuple[str, int] | None, role: Role
-) -> Room:
+    hub: Hub, room: Room, sub: Subscriber, resume: tuple[str, int] | None, role: Role
+) -> None:
     """Add ``sub`` to the room and queue its welcome and its snapshot or replay.
 
     Nothing here awaits: the snapshot (or replay) and the live events that follow meet at
-    exactly one seq, no gap and no duplicate. The room is looked up here, after the
-    handshake, because an idle room may have been forgotten while it was awaited.
+    exactly one seq, no gap and no duplicate. Call it right after ``await hub.open(name)``
+    (after the handshake: an idle room may have been forgotten while it was awaited).
 
     Raises:
-        ClientError: ``unavailable`` when the room or subscriber limit is reached.
+        ClientError: ``unavailable`` when the subscriber limit is reached.
     """
-    room = hub.room(name)
     state = room.state
     replay = state.resume(*resume) if resume is not None else None
     viewers = hub.join(room, sub)
@@ -40,4 +38,3 @@ def attach(
     else:
         for event in replay:
             send_one(sub, event)
-    return room

@@ -16,7 +16,6 @@ from .core.errors import ClientError
 from .core.sse_frames import KEEPALIVE, parse_last_event_id, sse_frame
 from .core.types import RoomName, parse_room_name
 from .guards import client_address, guard
-from .hub import Room
 from .joining import attach
 from .keys import CONFIG, CONNECTIONS, HUB, SSE_STREAMS
 from .subscriber import Subscriber, connection_subscriber
@@ -63,36 +62,39 @@ async def events(request: web.Request) -> web.StreamResponse:
     resume = parse_last_event_id(
         request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     )
-    room = hub.room(name)
+    hub.check_capacity(name)
+    room = hub.rooms.get(name)
     limit = config.rooms.max_subscribers
-    if limit and len(room.subscribers) >= limit:  # SSE has no close codes: refuse up front
+    if limit and room is not None and len(room.subscribers) >= limit:
+        # SSE has no close codes: refuse up front
         raise ClientError("unavailable", "this room has reached its subscriber limit")
     address = client_address(request)
     if not request.app[CONNECTIONS].acquire(address):
         raise ClientError("unavailable", "too many connections from this address")
     try:
-        return await _stream(request, name, room, resume)
+        return await _stream(request, name, resume)
     finally:
         request.app[CONNECTIONS].release(address)
 
 
 async def _stream(
-    request: web.Request, name: RoomName, room: Room, resume: tuple[str, int] | None
+    request: web.Request, name: RoomName, resume: tuple[str, int] | None
 ) -> web.StreamResponse:
     config = request.app[CONFIG]
     hub = request.app[HUB]
     response = web.StreamResponse(headers=HEADERS)
     await response.prepare(request)
-    sink = SSESink(response, room.state.epoch)
+    sink = SSESink(response, "")
     # With the transport, bytes stuck in the socket count against the outbox limit and a
     # stalled reader is dropped, exactly as on the WebSocket.
     sub = connection_subscriber(sink, config.limits, request.transport)
     try:
-        room = attach(hub, name, sub, resume, "viewer")
+        room = await hub.open(name)
+        sink.epoch = room.state.epoch.encode()
+        attach(hub, room, sub, resume, "viewer")
     except ClientError as exc:
         log.info("SSE subscriber refused: %s", exc.code)
         return response
-    sink.epoch = room.state.epoch.encode()  # the room may have been created anew
     streams = request.app[SSE_STREAMS]
     streams.add(sub)
     writer = asyncio.create_task(sub.run(), name="sse-writer")

@@ -16,12 +16,12 @@ from aiohttp import web
 from .core.codec import dump_json
 from .core.errors import ClientError, UpstreamError
 from .core.messages import PromptRequest
-from .core.room import RoomState
 from .core.sse import SSEEvent
 from .core.tap import completion_object, parse_tap_request, relay_data
 from .core.types import TurnId, parse_room_name
 from .guards import client_address, guard
 from .http_api import json_body
+from .hub import Room
 from .keys import CONFIG, HUB, PROMPT_RATE, UPSTREAM
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         include_usage=config.upstream.include_usage,
     )
     request.app[PROMPT_RATE].check(client_address(request))
-    room = hub.room(name)
+    room = await hub.open(name)
     relay = TapRelay()
-    started = hub.submit(
+    started = await hub.submit(
         room,
         PromptRequest(content=tap.prompt, model=tap.model),
         default_model=config.upstream.model,
@@ -100,7 +100,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         if tap.stream:
             return await _relay_stream(request, relay, tap.wants_usage)
-        return await _complete(relay, room.state, started.turn)
+        return await _complete(relay, room, started.turn)
     finally:
         relay.closed = True
 
@@ -135,7 +135,7 @@ async def _relay_stream(
     return response
 
 
-async def _complete(relay: TapRelay, state: RoomState, turn_id: TurnId) -> web.Response:
+async def _complete(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Response:
     while True:
         kind, item = await relay.queue.get()
         if kind == "error":
@@ -143,7 +143,7 @@ async def _complete(relay: TapRelay, state: RoomState, turn_id: TurnId) -> web.R
             return _upstream_error_response(item)
         if kind == "end":
             break
-    turn = state.turn_view(turn_id)
+    turn = room.state.turn_view(turn_id)  # the room's state now: it may have been reloaded
     if turn is None:
         raise ClientError("unavailable", "the turn was forgotten before it could be answered")
     body = completion_object(turn, completion_id=f"chatcmpl-{turn_id}", created=int(time.time()))

@@ -14,7 +14,7 @@ from .core.messages import ErrorInfo, SequencedEvent, TurnEnd
 from .core.retry import RetryPolicy, is_temporary, retry_delay
 from .core.sse import SSEDecoder, SSEEvent
 from .core.types import TurnId
-from .hub import Room
+from .hub import Room, TurnLost
 from .upstream import StreamBroken, UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class TurnRunner:
                         self.policy, attempt, exc.status, exc.code, exc.retry_after_ms
                     )
                     if delay is None:
-                        self._fail(room, turn_id, exc, listener)
+                        await self._fail(room, turn_id, exc, listener)
                         return
                     log.info(
                         "room %s: turn %s: upstream %s (%s), attempt %d again in %.2fs",
@@ -101,12 +101,16 @@ class TurnRunner:
         except asyncio.CancelledError:
             # Cancel (already published its turn.end) or shutdown: leaving the stream
             # context closed the upstream connection.
-            self._end(room, state.end_stream(turn_id, time.time()))
+            with contextlib.suppress(TurnLost):
+                await self._end(room, room.state.end_stream(turn_id, time.time()))
             raise
+        except TurnLost as exc:
+            log.warning("room %s: turn %s stopped here: %s", state.name, turn_id, exc)
         except Exception:
             log.exception("room %s: turn %s crashed", state.name, turn_id)
             info = ErrorInfo("internal_error", "the server failed while streaming this turn")
-            self._end(room, state.fail(turn_id, info, time.time()))
+            with contextlib.suppress(TurnLost):
+                await self._end(room, room.state.fail(turn_id, info, time.time()))
 
     async def _attempt(
         self,
@@ -132,24 +136,24 @@ class TurnRunner:
                     async for raw in chunks:
                         got_body = True
                         timer.reschedule(min(loop.time() + idle, deadline))
-                        if self._apply(room, turn_id, decoder.feed(raw), listener):
+                        if await self._apply(room, turn_id, decoder.feed(raw), listener):
                             await _drain(chunks)
                             return
                         if not timed and state.seq > seq0 and room.metrics is not None:
                             timed = True  # the first delta of this attempt
                             room.metrics.ttft.observe(loop.time() - started)
-                    if self._apply(room, turn_id, decoder.close(), listener):
+                    if await self._apply(room, turn_id, decoder.close(), listener):
                         return
-            self._end(room, state.end_stream(turn_id, time.time()))
+            await self._end(room, room.state.end_stream(turn_id, time.time()))
         except StreamBroken:
-            self._end(room, state.end_stream(turn_id, time.time()))
+            await self._end(room, room.state.end_stream(turn_id, time.time()))
         except TimeoutError as exc:
             log.info("room %s: turn %s timed out (body started: %s)", state.name, turn_id, got_body)
             if not got_body:
                 raise UpstreamError("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE) from exc
-            self._end(room, state.time_out(turn_id, body_started=True, now=time.time()))
+            await self._end(room, room.state.time_out(turn_id, body_started=True, now=time.time()))
 
-    def _fail(
+    async def _fail(
         self, room: Room, turn_id: TurnId, exc: UpstreamError, listener: TurnListener | None
     ) -> None:
         if listener is not None:
@@ -158,10 +162,10 @@ class TurnRunner:
         info = ErrorInfo(
             exc.code, exc.message, temporary, exc.retry_after_ms if temporary else None
         )
-        self._end(room, room.state.fail(turn_id, info, time.time()))
+        await self._end(room, room.state.fail(turn_id, info, time.time()))
 
     @staticmethod
-    def _apply(
+    async def _apply(
         room: Room, turn_id: TurnId, sse_events: list[SSEEvent], listener: TurnListener | None
     ) -> bool:
         """Feed decoded SSE events to the room; True once the turn has ended."""
@@ -171,16 +175,16 @@ class TurnRunner:
         # Everything one read brought goes out as one delta: see RoomState.feed_many.
         events: list[SequencedEvent] = room.state.feed_many(turn_id, sse_events, time.time())
         if events:
-            room.publish(events)
+            await room.hub.commit(room, events)
             if isinstance(events[-1], TurnEnd):
                 log.info("room %s: turn %s ended %s", room.state.name, turn_id, events[-1].status)
         return room.state.streaming_turn != turn_id
 
     @staticmethod
-    def _end(room: Room, end: TurnEnd | None) -> None:
+    async def _end(room: Room, end: TurnEnd | None) -> None:
         if end is not None:
             log.info("room %s: turn %s ended %s", room.state.name, end.turn, end.status)
-            room.publish((end,))
+            await room.hub.commit(room, (end,))
 
 
 DRAIN_SECONDS = 0.25

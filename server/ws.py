@@ -94,7 +94,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if claims is not None:
         authorize(claims, name, "view")
         role = claims.role
-    hub.room(name)
+    hub.check_capacity(name)
     heartbeat = config.server.heartbeat_seconds or None
     ws = web.WebSocketResponse(
         max_msg_size=config.limits.max_frame_bytes, compress=False, heartbeat=heartbeat
@@ -125,7 +125,8 @@ async def _serve(
     sink = WebSocketSink(ws, request.transport)
     sub = connection_subscriber(sink, config.limits, request.transport, write_now=sink.write_now)
     try:
-        room = attach(hub, name, sub, resume, role)
+        room = await hub.open(name)
+        attach(hub, room, sub, resume, role)
     except ClientError as exc:
         await ws.close(code=exc.close_code or CAPACITY, message=exc.message.encode())
         return
@@ -186,10 +187,10 @@ class FrameReader:
                 log.info("room %s: binary frame, closing 1003", self.room.state.name)
                 await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
                 return
-            if msg.type == WSMsgType.TEXT and not self._frame(msg.data):
+            if msg.type == WSMsgType.TEXT and not await self._frame(msg.data):
                 return
 
-    def _frame(self, text: str) -> bool:
+    async def _frame(self, text: str) -> bool:
         """Handle one text frame; False once the connection is being closed."""
         try:
             frame = decode_client_frame(text, max_prompt_chars=self.max_prompt_chars)
@@ -199,11 +200,11 @@ class FrameReader:
         try:
             may_prompt(self.role)
             if isinstance(frame, CancelRequest):
-                self.hub.cancel(self.room, frame.turn)
+                await self.hub.cancel(self.room, frame.turn)
             else:
                 self.rate.check(self.address)
                 self.refusals.prompt_accepted()
-                self.hub.submit(self.room, frame, default_model=self.default_model)
+                await self.hub.submit(self.room, frame, default_model=self.default_model)
         except ClientError as exc:
             exc.ref = exc.ref or frame.id
             _refuse(self.sub, self.room, exc)

@@ -178,6 +178,51 @@ class ChunkAccumulator:
             call = calls[index] = _ToolCall(index)
         return call
 
+    # --- replicas: another instance streamed the turn ------------------------------------
+
+    def _choice(self, index: int) -> _Choice:
+        choice = self._choices.get(index)
+        if choice is None:
+            choice = self._choices[index] = _Choice(index)
+        return choice
+
+    def apply(self, delta: ChoiceDelta) -> None:
+        """Append what a delta carries, as the instance that read the upstream did."""
+        choice = self._choice(delta.index)
+        for text, piece in (
+            (choice.content, delta.content),
+            (choice.reasoning, delta.reasoning),
+            (choice.refusal, delta.refusal),
+        ):
+            if piece is not None:
+                text.append(piece)
+        for grown in delta.tool_calls:
+            call = choice.tool_calls.get(grown.index)
+            if call is None:
+                call = choice.tool_calls[grown.index] = _ToolCall(grown.index)
+            call.id = call.id if call.id is not None else grown.id
+            call.name = call.name if call.name is not None else grown.name
+            if grown.arguments is not None:
+                call.arguments.append(grown.arguments)
+
+    def finish(self, index: int, reason: str | None) -> None:
+        """Set a choice's finish reason (from ``turn.end``); None never clears one."""
+        choice = self._choice(index)
+        if reason is not None:
+            choice.finish_reason = reason
+
+    def restore(self, view: ChoiceView) -> None:
+        """Take a choice as a stored turn view has it."""
+        choice = self._choices[view.index] = _Choice(view.index)
+        choice.content.append(view.content)
+        choice.reasoning.append(view.reasoning)
+        choice.refusal.append(view.refusal)
+        choice.finish_reason = view.finish_reason
+        for stored in view.tool_calls:
+            call = choice.tool_calls[stored.index] = _ToolCall(stored.index)
+            call.id, call.name = stored.id, stored.name
+            call.arguments.append(stored.arguments)
+
     # --- results ------------------------------------------------------------------------
 
     def all_finished(self) -> bool:

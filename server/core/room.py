@@ -49,6 +49,17 @@ class RoomLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredRoom:
+    """What a broker keeps of a room: enough for any instance to rebuild its state."""
+
+    seq: int
+    turn_count: int
+    ended: Sequence[tuple[TurnView, TurnKind]]
+    events: Sequence[tuple[SequencedEvent, TurnKind]]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class TurnStarted:
     """What a prompt did: started ``turn`` at ``seq`` (``event`` set) or found it by its id."""
 
@@ -245,8 +256,8 @@ class RoomState:
         error = ErrorInfo("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE)
         return self.fail(turn_id, error, now)
 
-    def cancel(self, turn_id: str, now: float) -> TurnEnd:
-        """Cancel a streaming turn.
+    def check_cancel(self, turn_id: str) -> _Turn:
+        """The streaming turn ``turn_id``, which may be cancelled.
 
         Raises:
             ClientError: ``not_found`` for an unknown turn, ``turn_ended`` for an ended one.
@@ -256,7 +267,15 @@ class RoomState:
             raise ClientError("not_found", "no such turn in this room")
         if turn is not self._streaming:
             raise ClientError("turn_ended", "the turn has already ended")
-        return self._end(turn, "cancelled", None, now)
+        return turn
+
+    def cancel(self, turn_id: str, now: float) -> TurnEnd:
+        """Cancel a streaming turn.
+
+        Raises:
+            ClientError: ``not_found`` for an unknown turn, ``turn_ended`` for an ended one.
+        """
+        return self._end(self.check_cancel(turn_id), "cancelled", None, now)
 
     @staticmethod
     def _natural_status(turn: _Turn) -> TurnStatus:
@@ -296,6 +315,93 @@ class RoomState:
             if retained and len(self._prompt_ids) <= MAX_PROMPT_IDS:
                 break
             del self._prompt_ids[key]
+
+    # --- replicas: events another instance made -------------------------------------------
+
+    def apply(self, event: SequencedEvent, now: float, kind: TurnKind = "room") -> None:
+        """Apply the next sequenced event of this epoch, made by another instance.
+
+        A turn changes only while it streams: events of turns this replica restored as
+        ended (or never saw start) are only kept in the log, for resumes.
+
+        Raises:
+            ValueError: when ``event.seq`` is not ``seq + 1``.
+        """
+        self._apply(event, now, kind, start=True)
+
+    def _apply(self, event: SequencedEvent, now: float, kind: TurnKind, *, start: bool) -> None:
+        if event.seq != self.seq + 1:
+            raise ValueError(f"expected seq {self.seq + 1}, got {event.seq}")
+        self.seq = event.seq
+        self._log.append(event)
+        if isinstance(event, TurnStart):
+            if start and TurnId(event.turn) not in self._turns:
+                request = PromptRequest(event.prompt)
+                turn_id = TurnId(event.turn)
+                fresh = _Turn(
+                    turn_id, request, event.model, event.started_at, kind, event.seq, self._secrets
+                )
+                self._turns[turn_id] = self._streaming = fresh
+                self.turn_count += 1
+            return
+        turn = self._streaming
+        if turn is None or turn.id != event.turn:
+            return
+        if isinstance(event, Delta):
+            for choice in event.choices:
+                turn.acc.apply(choice)
+            return
+        for end in event.choices:
+            turn.acc.finish(end.index, end.finish_reason)
+        turn.acc.usage = event.usage
+        turn.status, turn.error, turn.ended_at = event.status, event.error, now
+        self._streaming = None
+        self._prune_turns()
+
+    @classmethod
+    def restore(
+        cls,
+        name: RoomName,
+        epoch: str,
+        stored: StoredRoom,
+        limits: RoomLimits | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> RoomState:
+        """A replica of a room from what a broker keeps: ended turns, then the newest events.
+
+        ``stored.events`` are consecutive and end at ``stored.seq``; the ended turns come
+        oldest first. A turn whose ``turn.start`` is no longer kept is not in the snapshot.
+        """
+        state = cls(name, epoch, limits, secrets)
+        for view, kind in stored.ended:
+            turn = _Turn(
+                TurnId(view.id),
+                PromptRequest(view.prompt),
+                view.model,
+                view.started_at,
+                kind,
+                0,
+                secrets,
+            )
+            for choice in view.choices:
+                turn.acc.restore(choice)
+            turn.acc.usage = view.usage
+            turn.status, turn.error, turn.ended_at = view.status, view.error, view.ended_at
+            state._turns[turn.id] = turn
+        state._prune_turns()
+        state.seq = stored.events[0][0].seq - 1 if stored.events else stored.seq
+        # Turns that ended are the stored views (newest last); the events rebuild only the
+        # turn still streaming, so the order of turns stays the order they started in.
+        ended = {e.turn for e, _ in stored.events if isinstance(e, TurnEnd)}
+        for event, kind in stored.events:
+            state._apply(event, stored.now, kind, start=event.turn not in ended)
+        state.turn_count = stored.turn_count
+        return state
+
+    def turn_kind(self, turn_id: TurnId) -> TurnKind:
+        """Whether a retained turn came from a room prompt or the tap (room when unknown)."""
+        turn = self._turns.get(turn_id)
+        return "room" if turn is None else turn.kind
 
     # --- reading -------------------------------------------------------------------------
 

@@ -1,0 +1,226 @@
+"""The in-process broker (``memory://``), the default for one instance.
+
+Several hubs in one process may share a ``MemoryStore`` (the contract tests run two
+"instances" on one); each gets its own ``MemoryBroker``. Records keep references to the
+bytes the producer encoded, so the store costs a deque slot per event, not a copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..core.types import RoomName
+from .base import Broker, BrokerListener, Claim, Fenced, Loaded, Record
+
+# How long a prompt id is remembered for idempotency (the Redis backend uses the same).
+PROMPT_ID_SECONDS = 3600.0
+
+
+@dataclass(slots=True)
+class _Room:
+    epoch: str
+    records: deque[Record]
+    seq: int = 0
+    fence: int = 0
+    turn_count: int = 0
+    holder: int = 0  # the fence holding the lease, 0 when free
+    lease_until: float = 0.0
+    streaming: str | None = None
+    ended: deque[bytes] = field(default_factory=deque)
+    prompt_ids: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    viewers: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryStore:
+    """What the instances of one process share."""
+
+    def __init__(self, max_events: int = 10_000, max_turns: int = 20) -> None:
+        self.max_events = max(1, max_events)
+        self.max_turns = max(1, max_turns)
+        self.rooms: dict[RoomName, _Room] = {}
+        self.brokers: list[MemoryBroker] = []
+
+    def wipe(self) -> None:
+        """Forget everything (what a wiped Redis does; for tests)."""
+        self.rooms.clear()
+
+
+class MemoryBroker(Broker):
+    """One instance's view of a ``MemoryStore``."""
+
+    def __init__(self, store: MemoryStore, instance: str, lease_seconds: float = 5.0) -> None:
+        self.store = store
+        self.instance = instance
+        self.lease_seconds = lease_seconds
+        self._listener: BrokerListener | None = None
+        self._listening: dict[RoomName, int] = {}
+
+    # --- lifecycle and listening -----------------------------------------------------------
+
+    async def start(self, listener: BrokerListener) -> None:
+        self._listener = listener
+        self.store.brokers.append(self)
+
+    async def close(self) -> None:
+        if self in self.store.brokers:
+            self.store.brokers.remove(self)
+        for room in self.store.rooms.values():
+            room.viewers.pop(self.instance, None)
+        self._listener = None
+
+    async def listen(self, room: RoomName) -> None:
+        self._listening[room] = self._listening.get(room, 0) + 1
+
+    async def unlisten(self, room: RoomName) -> None:
+        left = self._listening.get(room, 0) - 1
+        if left > 0:
+            self._listening[room] = left
+        else:
+            self._listening.pop(room, None)
+
+    def _deliver(self, name: RoomName, epoch: str, records: Sequence[Record]) -> None:
+        for broker in tuple(self.store.brokers):
+            listener = broker._listener
+            if listener is not None and name in broker._listening:
+                for record in records:
+                    listener.on_record(name, epoch, record)
+
+    # --- the room's store ------------------------------------------------------------------
+
+    def _room(self, name: RoomName) -> _Room | None:
+        return self.store.rooms.get(name)
+
+    async def load(self, room: RoomName, new_epoch: str) -> Loaded:
+        kept = self._room(room)
+        if kept is None:
+            kept = self.store.rooms[room] = _Room(
+                epoch=new_epoch, records=deque(maxlen=self.store.max_events)
+            )
+        return Loaded(
+            epoch=kept.epoch,
+            seq=kept.seq,
+            turn_count=kept.turn_count,
+            ended=tuple(kept.ended),
+            records=tuple(kept.records),
+        )
+
+    async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
+        kept = self._room(room)
+        if kept is None or kept.epoch != epoch or not 0 <= after <= kept.seq:
+            return None
+        if after == kept.seq:
+            return ()
+        first = kept.records[0].seq if kept.records else kept.seq + 1
+        if first > after + 1:
+            return None
+        return tuple(kept.records)[after + 1 - first :]
+
+    def _lease_free(self, kept: _Room) -> bool:
+        return kept.holder == 0 or time.monotonic() >= kept.lease_until
+
+    def _take_lease(self, kept: _Room) -> int:
+        kept.fence += 1
+        kept.holder = kept.fence
+        kept.lease_until = time.monotonic() + self.lease_seconds
+        return kept.fence
+
+    async def claim(self, room: RoomName, epoch: str, seq: int, prompt_id: str | None) -> Claim:
+        kept = self._room(room)
+        if kept is None or kept.epoch != epoch:
+            return Claim("epoch")
+        if prompt_id is not None:
+            known = kept.prompt_ids.get(prompt_id)
+            if known is not None and known[2] > time.monotonic():
+                return Claim("known", seq=known[1], turn=known[0])
+        if not self._lease_free(kept):
+            return Claim("busy", seq=kept.seq, turn=kept.streaming)
+        if kept.streaming is not None:
+            return Claim("orphan", seq=kept.seq, turn=kept.streaming)
+        if seq != kept.seq:
+            return Claim("stale", seq=kept.seq)
+        return Claim("ok", fence=self._take_lease(kept), seq=kept.seq)
+
+    async def steal(self, room: RoomName, epoch: str, turn: str, *, force: bool) -> Claim:
+        kept = self._room(room)
+        if kept is None or kept.epoch != epoch:
+            return Claim("epoch")
+        if kept.streaming != turn:
+            return Claim("gone", seq=kept.seq)
+        if not force and not self._lease_free(kept):
+            return Claim("alive", seq=kept.seq)
+        return Claim("ok", fence=self._take_lease(kept), seq=kept.seq, turn=turn)
+
+    async def append(
+        self,
+        room: RoomName,
+        epoch: str,
+        fence: int,
+        records: Sequence[Record],
+        *,
+        started: tuple[str, str | None] | None = None,
+        ended: bytes | None = None,
+    ) -> None:
+        kept = self._room(room)
+        if kept is None or kept.epoch != epoch:
+            raise Fenced("the room's epoch changed")
+        if kept.holder != fence or self._lease_free(kept):
+            raise Fenced("the lease is not this fence's")
+        if records and records[0].seq != kept.seq + 1:
+            raise Fenced(f"expected seq {kept.seq + 1}, got {records[0].seq}")
+        kept.records.extend(records)
+        kept.seq += len(records)
+        if started is not None:
+            turn, prompt_id = started
+            kept.streaming = turn
+            kept.turn_count += 1
+            if prompt_id is not None:
+                until = time.monotonic() + PROMPT_ID_SECONDS
+                kept.prompt_ids[prompt_id] = (turn, records[0].seq, until)
+                self._prune_prompt_ids(kept)
+        if ended is not None:
+            kept.streaming = None
+            kept.holder = 0
+            kept.ended.append(ended)
+            while len(kept.ended) > self.store.max_turns:
+                kept.ended.popleft()
+        else:
+            kept.lease_until = time.monotonic() + self.lease_seconds
+        self._deliver(room, epoch, records)
+
+    @staticmethod
+    def _prune_prompt_ids(kept: _Room) -> None:
+        now = time.monotonic()
+        for key in [k for k, (_, _, until) in kept.prompt_ids.items() if until <= now]:
+            del kept.prompt_ids[key]
+
+    async def renew(self, room: RoomName, fence: int) -> bool:
+        kept = self._room(room)
+        if kept is None or kept.holder != fence or self._lease_free(kept):
+            return False
+        kept.lease_until = time.monotonic() + self.lease_seconds
+        return True
+
+    async def release(self, room: RoomName, fence: int) -> None:
+        kept = self._room(room)
+        if kept is not None and kept.holder == fence:
+            kept.holder = 0
+
+    # --- presence --------------------------------------------------------------------------
+
+    async def set_viewers(self, room: RoomName, count: int, *, announce: bool = True) -> int:
+        kept = self._room(room)
+        if kept is None:
+            return count
+        kept.viewers[self.instance] = count
+        for broker in tuple(self.store.brokers) if announce else ():
+            if broker is not self and broker._listener is not None and room in broker._listening:
+                asyncio.get_running_loop().call_soon(broker._listener.on_presence, room)
+        return sum(kept.viewers.values())
+
+    async def viewers(self, room: RoomName) -> int:
+        kept = self._room(room)
+        return 0 if kept is None else sum(kept.viewers.values())

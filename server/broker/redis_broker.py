@@ -1,0 +1,332 @@
+"""The Redis broker (``redis://`` and ``rediss://``): several instances share rooms.
+
+Writes are Lua scripts (``redis_scripts``), so every check-and-write is atomic. Live events
+arrive on ONE pub/sub connection per instance, subscribed only to the rooms this instance
+listens to (reference counted); each event is published once, so it crosses Redis once per
+listening instance, never once per viewer. When that connection drops, it reconnects with
+backoff, subscribes again and tells the hub, which reads what it missed from the streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from ..core.room import TurnKind
+from ..core.types import RoomName
+from . import redis_scripts as lua
+from .base import (
+    Broker,
+    BrokerListener,
+    BrokerUnavailable,
+    Claim,
+    Fenced,
+    Loaded,
+    Record,
+    claim_status,
+)
+from .memory import PROMPT_ID_SECONDS
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MAX_SECONDS = 5.0
+ROOM_TTL_SECONDS = 7 * 86400
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _kind(value: bytes) -> TurnKind:
+    return "tap" if value == b"tap" else "room"
+
+
+def _records(entries: Sequence[Any]) -> tuple[Record, ...]:
+    """Stream entries ``[id, [field, value, ...]]`` as records."""
+    out: list[Record] = []
+    for entry_id, flat in entries:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        seq = int(_text(entry_id).split("-", 1)[0])
+        out.append(Record(seq, fields[b"d"], _kind(fields.get(b"k", b"room"))))
+    return tuple(out)
+
+
+class RedisBroker(Broker):
+    """One instance's connection to the shared Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        instance: str,
+        *,
+        prefix: str = "fanout",
+        lease_seconds: float = 5.0,
+        max_events: int = 10_000,
+        max_turns: int = 20,
+    ) -> None:
+        self.url = url
+        self.instance = instance
+        self.prefix = prefix
+        self.lease_seconds = lease_seconds
+        self.max_events = max(1, max_events)
+        self.max_turns = max(1, max_turns)
+        self.messages = 0  # pub/sub messages received (the benchmark reads it)
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=max(2.0, lease_seconds),
+            socket_connect_timeout=2.0,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        )
+        self._scripts = {
+            name: self._redis.register_script(getattr(lua, name))
+            for name in ("LOAD", "READ", "CLAIM", "STEAL", "APPEND", "RENEW", "RELEASE", "VIEWERS")
+        }
+        self._listener: BrokerListener | None = None
+        self._listening: dict[RoomName, int] = {}
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def _key(self, room: RoomName, part: str) -> str:
+        return f"{self.prefix}:{{{room}}}:{part}"
+
+    def _channel(self, room: RoomName) -> str:
+        return f"{self.prefix}:{{{room}}}"
+
+    async def _call(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int]) -> Any:
+        try:
+            return await self._scripts[name](keys=list(keys), args=list(args))
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+
+    # --- lifecycle and the live feed ------------------------------------------------------
+
+    async def start(self, listener: BrokerListener) -> None:
+        self._listener = listener
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "redis at %s is not reachable yet (%s); retrying in the background", self.url, exc
+            )
+        self._reader = asyncio.create_task(self._read_forever(), name="broker-reader")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, OSError):
+            for room in list(self._listening):
+                await self._viewers(room, 0, True)
+        with contextlib.suppress(RedisError, OSError, BrokerUnavailable):
+            if self._pubsub is not None:
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose()
+
+    async def listen(self, room: RoomName) -> None:
+        count = self._listening.get(room, 0)
+        self._listening[room] = count + 1
+        if count == 0:
+            await self._subscribe(self._channel(room), subscribe=True)
+
+    async def unlisten(self, room: RoomName) -> None:
+        count = self._listening.get(room, 0) - 1
+        if count > 0:
+            self._listening[room] = count
+            return
+        self._listening.pop(room, None)
+        await self._subscribe(self._channel(room), subscribe=False)
+
+    async def _subscribe(self, channel: str, *, subscribe: bool) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            self._wake.set()  # the reader subscribes to every listened room when it connects
+            return
+        try:
+            if subscribe:
+                await pubsub.subscribe(channel)
+                self._wake.set()
+            else:
+                await pubsub.unsubscribe(channel)
+        except (RedisError, OSError) as exc:  # the reader reconnects and subscribes again
+            log.info("redis: (un)subscribe %s failed: %s", channel, exc)
+
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        connected_before = False
+        while True:
+            try:
+                await self._read_once(reconnected=connected_before)
+            except (RedisError, OSError) as exc:
+                log.warning("redis pub/sub lost (%s); reconnecting in %.1fs", exc, delay)
+            pubsub, self._pubsub = self._pubsub, None
+            if pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            connected_before = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    async def _read_once(self, *, reconnected: bool) -> None:
+        while not self._listening:  # nothing to subscribe to: PubSub needs a channel
+            self._wake.clear()
+            await self._wake.wait()
+        pubsub = self._redis.pubsub()
+        channels = [self._channel(room) for room in self._listening]
+        await pubsub.subscribe(*channels)
+        self._pubsub = pubsub
+        if reconnected:
+            log.info("redis pub/sub back: %d room(s) subscribed", len(channels))
+            if self._listener is not None:
+                self._listener.on_reconnect()
+        while True:
+            if pubsub.connection is None or not pubsub.subscribed:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message.get("type") == "message":
+                self._dispatch(_text(message["channel"]), message["data"])
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        self.messages += 1
+        listener = self._listener
+        room = RoomName(channel[len(self.prefix) + 2 : -1])
+        if listener is None or room not in self._listening:
+            return
+        if data.startswith(b"E "):
+            parts = data.split(b" ", 4)
+            if len(parts) == 5 and parts[3].isdigit():
+                listener.on_record(
+                    room, parts[1].decode(), Record(int(parts[3]), parts[4], _kind(parts[2]))
+                )
+                return
+        elif data.startswith(b"P "):
+            if data[2:].decode(errors="replace") != self.instance:
+                listener.on_presence(room)
+            return
+        log.warning("redis: ignored a malformed message on %s", channel)
+
+    # --- the room's store -----------------------------------------------------------------
+
+    async def load(self, room: RoomName, new_epoch: str) -> Loaded:
+        keys = [self._key(room, p) for p in ("meta", "events", "turns", "lease")]
+        epoch, seq, turns, ended, entries = await self._call("LOAD", keys, [new_epoch])
+        return Loaded(
+            epoch=_text(epoch),
+            seq=int(seq),
+            turn_count=int(turns),
+            ended=tuple(ended),
+            records=_records(entries),
+        )
+
+    async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
+        keys = [self._key(room, "meta"), self._key(room, "events")]
+        reply = await self._call("READ", keys, [epoch, after])
+        return _records(reply[1]) if _text(reply[0]) == "ok" else None
+
+    @staticmethod
+    def _claim(reply: Sequence[Any]) -> Claim:
+        status = claim_status(_text(reply[0]))
+        if status == "ok":
+            return Claim("ok", fence=int(reply[1]), seq=int(reply[2]))
+        if status == "known":
+            known_turn, known_seq = _text(reply[1]).split(" ", 1)
+            return Claim("known", seq=int(known_seq), turn=known_turn)
+        seq = int(reply[1]) if len(reply) > 1 else 0
+        turn = _text(reply[2]) if len(reply) > 2 and reply[2] else None
+        return Claim(status, seq=seq, turn=turn)
+
+    async def claim(self, room: RoomName, epoch: str, seq: int, prompt_id: str | None) -> Claim:
+        keys = [
+            self._key(room, "meta"),
+            self._key(room, "lease"),
+            self._key(room, f"prompt:{prompt_id or ''}"),
+        ]
+        args: list[bytes | str | int] = [
+            epoch,
+            seq,
+            int(self.lease_seconds * 1000),
+            "1" if prompt_id else "0",
+        ]
+        return self._claim(await self._call("CLAIM", keys, args))
+
+    async def steal(self, room: RoomName, epoch: str, turn: str, *, force: bool) -> Claim:
+        keys = [self._key(room, "meta"), self._key(room, "lease")]
+        args = [epoch, turn, "1" if force else "0", int(self.lease_seconds * 1000)]
+        claim = self._claim(await self._call("STEAL", keys, args))
+        return Claim(claim.status, claim.fence, claim.seq, turn) if claim.status == "ok" else claim
+
+    async def append(
+        self,
+        room: RoomName,
+        epoch: str,
+        fence: int,
+        records: Sequence[Record],
+        *,
+        started: tuple[str, str | None] | None = None,
+        ended: bytes | None = None,
+    ) -> None:
+        turn, prompt_id = started if started is not None else ("", None)
+        keys = [
+            self._key(room, "meta"),
+            self._key(room, "lease"),
+            self._key(room, "events"),
+            self._key(room, "turns"),
+            self._key(room, f"prompt:{prompt_id or ''}"),
+        ]
+        args: list[bytes | str | int] = [
+            epoch,
+            fence,
+            int(self.lease_seconds * 1000),
+            self.max_events,
+            self.max_turns,
+            self._channel(room),
+            int(PROMPT_ID_SECONDS),
+            turn,
+            "1" if prompt_id else "0",
+            ended if ended is not None else b"",
+            ROOM_TTL_SECONDS,
+            len(records),
+        ]
+        for record in records:
+            args += [record.seq, record.kind, record.data]
+        reply = await self._call("APPEND", keys, args)
+        status = _text(reply[0])
+        if status != "ok":
+            raise Fenced(f"append refused: {status}")
+
+    async def renew(self, room: RoomName, fence: int) -> bool:
+        reply = await self._call(
+            "RENEW", [self._key(room, "lease")], [fence, int(self.lease_seconds * 1000)]
+        )
+        return bool(reply)
+
+    async def release(self, room: RoomName, fence: int) -> None:
+        await self._call("RELEASE", [self._key(room, "lease")], [fence])
+
+    # --- presence --------------------------------------------------------------------------
+
+    async def set_viewers(self, room: RoomName, count: int, *, announce: bool = True) -> int:
+        return await self._viewers(room, count, announce)
+
+    async def viewers(self, room: RoomName) -> int:
+        return await self._viewers(room, -1, False)
+
+    async def _viewers(self, room: RoomName, count: int, announce: bool) -> int:
+        alive_ms = int(self.lease_seconds * 3000)
+        args: list[bytes | str | int] = [self.instance, count, alive_ms, self._channel(room)]
+        args.append("1" if announce else "0")
+        return int(await self._call("VIEWERS", [self._key(room, "viewers")], args))
