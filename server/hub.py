@@ -663,10 +663,14 @@ class Hub:
                 log.info("upkeep: broker unavailable: %s", exc)
 
     async def upkeep(self) -> None:
-        """Refresh this instance's viewer counts; end turns whose producer went silent."""
+        """Refresh this instance's viewer counts; notice a wiped broker; end turns whose
+        producer went silent."""
         now = time.monotonic()
         for room in tuple(self.rooms.values()):
             if not (room.listening and room.loaded):
+                continue
+            if await self.broker.epoch(room.state.name) != room.state.epoch:
+                self._need_sync(room, reload=True)
                 continue
             if room.state.viewers:
                 await self.broker.set_viewers(room.state.name, room.state.viewers, announce=False)

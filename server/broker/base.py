@@ -113,6 +113,10 @@ class Broker(ABC):
         """The room as kept; ``new_epoch`` becomes its epoch when it has none."""
 
     @abstractmethod
+    async def epoch(self, room: RoomName) -> str | None:
+        """The room's epoch now (None when the broker has no such room, e.g. wiped)."""
+
+    @abstractmethod
     async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
         """Every record after seq ``after`` on ``epoch``, or None when some are gone."""
 

@@ -108,6 +108,10 @@ class MemoryBroker(Broker):
             records=tuple(kept.records),
         )
 
+    async def epoch(self, room: RoomName) -> str | None:
+        kept = self._room(room)
+        return None if kept is None else kept.epoch
+
     async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
         kept = self._room(room)
         if kept is None or kept.epoch != epoch or not 0 <= after <= kept.seq:

@@ -232,6 +232,13 @@ class RedisBroker(Broker):
             records=_records(entries),
         )
 
+    async def epoch(self, room: RoomName) -> str | None:
+        try:
+            value = await self._redis.hget(self._key(room, "meta"), "epoch")
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        return None if value is None else _text(value)
+
     async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
         keys = [self._key(room, "meta"), self._key(room, "events")]
         reply = await self._call("READ", keys, [epoch, after])

@@ -6,7 +6,7 @@ slot (docs/scaling.md):
 - ``P:{room}:meta``    hash: ``epoch``, ``seq``, ``fence``, ``turns``, ``streaming``
 - ``P:{room}:lease``   string: the fence holding the turn lease, with an expiry
 - ``P:{room}:events``  stream: one entry per sequenced event, id ``{seq}-0``, fields
-  ``d`` (wire JSON) and ``k`` (room or tap), trimmed to about ``rooms.retained_events``
+  ``d`` (wire JSON) and ``k`` (room or tap), trimmed to ``rooms.retained_events``
 - ``P:{room}:turns``   list: the newest ended turns (TURN objects), oldest first
 - ``P:{room}:prompt:{id}``  string ``"{turn} {seq}"``, expiring: idempotency
 - ``P:{room}:viewers`` hash: instance -> ``"{count} {until_ms}"``
@@ -79,7 +79,7 @@ for i = 0, n - 1 do
 end
 for i = 0, n - 1 do
   local s, kind, data = ARGV[13 + i * 3], ARGV[14 + i * 3], ARGV[15 + i * 3]
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], s .. '-0', 'd', data, 'k', kind)
+  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], s .. '-0', 'd', data, 'k', kind)
   redis.call('PUBLISH', ARGV[6], 'E ' .. ARGV[1] .. ' ' .. kind .. ' ' .. s .. ' ' .. data)
 end
 redis.call('HSET', KEYS[1], 'seq', seq + n)

@@ -1,0 +1,273 @@
+"""One contract, two backends: the memory broker and the Redis broker pass the same tests.
+
+Each test gets two brokers (instances "a" and "b") that share one store: a MemoryStore, or
+a real redis-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from server.broker.base import Broker, Fenced, Record
+from server.broker.memory import MemoryBroker, MemoryStore
+from server.broker.redis_broker import RedisBroker
+from server.core.types import RoomName
+
+from .redis_server import RedisServer
+
+ROOM = RoomName("contract")
+LEASE = 0.6
+
+
+@dataclass
+class Heard:
+    """What one instance's listener was told."""
+
+    records: list[tuple[str, str, Record]] = field(default_factory=list)
+    presence: list[str] = field(default_factory=list)
+    reconnects: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_record(self, room: RoomName, epoch: str, record: Record) -> None:
+        self.records.append((room, epoch, record))
+        self.changed.set()
+
+    def on_presence(self, room: RoomName) -> None:
+        self.presence.append(room)
+        self.changed.set()
+
+    def on_reconnect(self) -> None:
+        self.reconnects += 1
+        self.changed.set()
+
+    async def until(self, check: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not check():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Pair:
+    a: Broker
+    b: Broker
+    heard_a: Heard
+    heard_b: Heard
+    wipe: Callable[[], None]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
+    redis: RedisServer | None = None
+    if request.param == "memory":
+        store = MemoryStore(max_events=50, max_turns=3)
+        a: Broker = MemoryBroker(store, "a", LEASE)
+        b: Broker = MemoryBroker(store, "b", LEASE)
+        wipe = store.wipe
+    else:
+        redis = RedisServer(tmp_path)
+        redis.start()
+        options = {"lease_seconds": LEASE, "max_events": 50, "max_turns": 3}
+        a = RedisBroker(redis.url, "a", **options)  # type: ignore[arg-type]
+        b = RedisBroker(redis.url, "b", **options)  # type: ignore[arg-type]
+        server = redis
+
+        def wipe() -> None:
+            server.command("FLUSHALL")
+
+    heard_a, heard_b = Heard(), Heard()
+    await a.start(heard_a)
+    await b.start(heard_b)
+    yield Pair(a, b, heard_a, heard_b, wipe)
+    await a.close()
+    await b.close()
+    if redis is not None:
+        redis.stop(kill=True)
+
+
+def rec(seq: int, text: str = "x", kind: str = "room") -> Record:
+    return Record(seq, f'{{"seq":{seq},"t":"{text}"}}'.encode(), kind)  # type: ignore[arg-type]
+
+
+async def started_turn(broker: Broker, epoch: str, turn: str = "t1", prompt: str | None = None) -> int:
+    """Claim the lease and store a turn.start at seq 1; returns the fence."""
+    claim = await broker.claim(ROOM, epoch, 0, prompt)
+    assert claim.status == "ok"
+    await broker.append(ROOM, epoch, claim.fence, [rec(1)], started=(turn, prompt))
+    return claim.fence
+
+
+async def test_load_creates_the_epoch_once(pair: Pair) -> None:
+    assert await pair.a.epoch(ROOM) is None
+    first = await pair.a.load(ROOM, "e-a")
+    second = await pair.b.load(ROOM, "e-b")
+    assert await pair.b.epoch(ROOM) == "e-a"
+    assert first.epoch == second.epoch == "e-a"
+    assert (first.seq, first.turn_count, first.ended, first.records) == (0, 0, (), ())
+    other = await pair.b.load(RoomName("elsewhere"), "e-other")
+    assert other.epoch == "e-other"
+
+
+async def test_one_lease_at_a_time_and_writes_need_it(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    claim = await pair.a.claim(ROOM, epoch, 0, None)
+    assert claim.status == "ok"
+    assert (await pair.b.claim(ROOM, epoch, 0, None)).status == "busy"
+    with pytest.raises(Fenced):
+        await pair.b.append(ROOM, epoch, claim.fence + 1, [rec(1)])
+    with pytest.raises(Fenced):  # not the next seq
+        await pair.a.append(ROOM, epoch, claim.fence, [rec(2)])
+    await pair.a.append(ROOM, epoch, claim.fence, [rec(1), rec(2)], started=("t1", None))
+    loaded = await pair.b.load(ROOM, "ignored")
+    assert [r.seq for r in loaded.records] == [1, 2]
+    assert loaded.seq == 2
+    assert loaded.turn_count == 1
+
+
+async def test_a_stale_replica_is_told_the_seq(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    fence = await started_turn(pair.a, epoch)
+    await pair.a.append(ROOM, epoch, fence, [rec(2, "end")], ended=b'{"kind":"room"}')
+    claim = await pair.b.claim(ROOM, epoch, 0, None)
+    assert (claim.status, claim.seq) == ("stale", 2)
+    assert (await pair.b.claim(ROOM, epoch, 2, None)).status == "ok"
+
+
+async def test_reads_after_a_seq_and_gone_when_trimmed_or_wrong(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    fence = await started_turn(pair.a, epoch)
+    await pair.a.append(ROOM, epoch, fence, [rec(s) for s in range(2, 121)])
+    tail = await pair.b.read(ROOM, epoch, 110)
+    assert tail is not None
+    assert [r.seq for r in tail] == list(range(111, 121))
+    assert await pair.b.read(ROOM, epoch, 120) == ()
+    assert await pair.b.read(ROOM, epoch, 0) is None  # trimmed to 50 events
+    assert await pair.b.read(ROOM, epoch, 121) is None  # ahead of the room
+    assert await pair.b.read(ROOM, "another-epoch", 110) is None
+    loaded = await pair.b.load(ROOM, "x")
+    assert len(loaded.records) == 50
+    assert loaded.records[-1].seq == 120
+    assert [r.seq for r in loaded.records] == list(range(loaded.records[0].seq, 121))
+
+
+async def test_live_records_reach_listening_instances_once(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    await pair.b.listen(ROOM)
+    await pair.b.listen(ROOM)  # reference counted: still one subscription
+    await asyncio.sleep(0.2)  # the subscription is live
+    fence = await started_turn(pair.a, epoch)
+    await pair.a.append(ROOM, epoch, fence, [rec(2, "é 🚀", "tap")])
+    await pair.heard_b.until(lambda: len(pair.heard_b.records) >= 2)
+    await asyncio.sleep(0.1)
+    assert [(r.seq, r.kind) for _, _, r in pair.heard_b.records] == [(1, "room"), (2, "tap")]
+    assert pair.heard_b.records[1][2].data == rec(2, "é 🚀").data
+    assert {e for _, e, _ in pair.heard_b.records} == {epoch}
+    assert pair.heard_a.records == []  # a does not listen
+    await pair.b.unlisten(ROOM)
+    await pair.a.append(ROOM, epoch, fence, [rec(3)])
+    await pair.heard_b.until(lambda: len(pair.heard_b.records) >= 3)
+    await pair.b.unlisten(ROOM)
+    await asyncio.sleep(0.2)
+    await pair.a.append(ROOM, epoch, fence, [rec(4)])
+    await asyncio.sleep(0.3)
+    assert len(pair.heard_b.records) == 3
+
+
+async def test_prompt_ids_are_shared(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    await started_turn(pair.a, epoch, "t-first", prompt="p-1")
+    claim = await pair.b.claim(ROOM, epoch, 1, "p-1")
+    assert (claim.status, claim.turn, claim.seq) == ("known", "t-first", 1)
+    assert (await pair.b.claim(ROOM, epoch, 1, "p-2")).status == "busy"
+
+
+async def test_a_lease_runs_out_unless_renewed(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    fence = await started_turn(pair.a, epoch)
+    for _ in range(3):
+        await asyncio.sleep(LEASE / 3)
+        assert await pair.a.renew(ROOM, fence)
+    assert (await pair.b.steal(ROOM, epoch, "t1", force=False)).status == "alive"
+    await asyncio.sleep(LEASE + 0.2)
+    assert not await pair.a.renew(ROOM, fence)
+    with pytest.raises(Fenced):
+        await pair.a.append(ROOM, epoch, fence, [rec(2)])
+    orphan = await pair.b.claim(ROOM, epoch, 1, None)
+    assert (orphan.status, orphan.turn) == ("orphan", "t1")
+    steal = await pair.b.steal(ROOM, epoch, "t1", force=False)
+    assert steal.status == "ok"
+    assert steal.fence > fence
+    assert steal.seq == 1
+    await pair.b.append(ROOM, epoch, steal.fence, [rec(2, "truncated")], ended=b"{}")
+    assert (await pair.a.claim(ROOM, epoch, 2, None)).status == "ok"
+
+
+async def test_a_forced_steal_fences_the_holder(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    fence = await started_turn(pair.a, epoch)
+    assert (await pair.b.steal(ROOM, epoch, "t-other", force=True)).status == "gone"
+    steal = await pair.b.steal(ROOM, epoch, "t1", force=True)
+    assert steal.status == "ok"
+    with pytest.raises(Fenced):
+        await pair.a.append(ROOM, epoch, fence, [rec(2)])
+    assert not await pair.a.renew(ROOM, fence)
+    await pair.b.append(ROOM, epoch, steal.fence, [rec(2, "cancelled")], ended=b'{"t":2}')
+    assert (await pair.b.steal(ROOM, epoch, "t1", force=True)).status == "gone"
+    loaded = await pair.a.load(ROOM, "x")
+    assert loaded.ended == (b'{"t":2}',)
+
+
+async def test_ended_turns_are_kept_newest_last_and_bounded(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    seq = 0
+    for n in range(5):
+        claim = await pair.a.claim(ROOM, epoch, seq, None)
+        assert claim.status == "ok"
+        await pair.a.append(ROOM, epoch, claim.fence, [rec(seq + 1)], started=(f"t{n}", None))
+        await pair.a.append(ROOM, epoch, claim.fence, [rec(seq + 2)], ended=f"turn {n}".encode())
+        seq += 2
+    loaded = await pair.b.load(ROOM, "x")
+    assert loaded.ended == (b"turn 2", b"turn 3", b"turn 4")  # max_turns=3
+    assert loaded.turn_count == 5
+
+
+async def test_release_frees_an_unused_lease(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    claim = await pair.a.claim(ROOM, epoch, 0, None)
+    await pair.b.release(ROOM, claim.fence + 7)  # not the holder: nothing happens
+    assert (await pair.b.claim(ROOM, epoch, 0, None)).status == "busy"
+    await pair.a.release(ROOM, claim.fence)
+    assert (await pair.b.claim(ROOM, epoch, 0, None)).status == "ok"
+
+
+async def test_viewers_are_summed_over_instances(pair: Pair) -> None:
+    await pair.a.load(ROOM, "e1")
+    await pair.a.listen(ROOM)
+    await pair.b.listen(ROOM)
+    await asyncio.sleep(0.2)
+    assert await pair.a.set_viewers(ROOM, 3) == 3
+    assert await pair.b.set_viewers(ROOM, 4) == 7
+    await pair.heard_a.until(lambda: ROOM in pair.heard_a.presence)
+    assert await pair.a.viewers(ROOM) == 7
+    assert await pair.b.set_viewers(ROOM, 0) == 3
+    await pair.b.close()  # a closed instance's count is gone (and so is an expired one's)
+    assert await pair.a.viewers(ROOM) == 3
+
+
+async def test_a_wiped_store_means_a_new_epoch_and_refused_writes(pair: Pair) -> None:
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    fence = await started_turn(pair.a, epoch)
+    pair.wipe()
+    assert await pair.b.epoch(ROOM) is None
+    with pytest.raises(Fenced):
+        await pair.a.append(ROOM, epoch, fence, [rec(2)])
+    assert await pair.b.read(ROOM, epoch, 0) is None
+    assert (await pair.b.claim(ROOM, epoch, 1, None)).status == "epoch"
+    assert (await pair.b.steal(ROOM, epoch, "t1", force=True)).status == "epoch"
+    fresh = await pair.b.load(ROOM, "e2")
+    assert (fresh.epoch, fresh.seq, fresh.records) == ("e2", 0, ())
