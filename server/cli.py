@@ -49,9 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "e.g. http://127.0.0.1:8000/v1 (upstream.base_url)",
     )
     serve.add_argument("--model", help="model for prompts that name none (upstream.model)")
-    serve.add_argument(
-        "--broker", help="broker URL: memory:// or redis://host:6379/0 (broker.url)"
-    )
+    serve.add_argument("--broker", help="broker URL: memory:// or redis://host:6379/0 (broker.url)")
 
     mock = sub.add_parser(
         "mock-upstream",

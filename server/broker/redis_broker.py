@@ -79,7 +79,7 @@ class RedisBroker(Broker):
         self.lease_seconds = lease_seconds
         self.max_events = max(1, max_events)
         self.max_turns = max(1, max_turns)
-        self.messages = 0  # pub/sub messages received (the benchmark reads it)
+        self.events_heard = 0  # events received on pub/sub (tests and the benchmark read it)
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=max(2.0, lease_seconds),
@@ -201,7 +201,6 @@ class RedisBroker(Broker):
                 self._dispatch(_text(message["channel"]), message["data"])
 
     def _dispatch(self, channel: str, data: bytes) -> None:
-        self.messages += 1
         listener = self._listener
         room = RoomName(channel[len(self.prefix) + 2 : -1])
         if listener is None or room not in self._listening:
@@ -209,6 +208,7 @@ class RedisBroker(Broker):
         if data.startswith(b"E "):
             parts = data.split(b" ", 4)
             if len(parts) == 5 and parts[3].isdigit():
+                self.events_heard += 1
                 listener.on_record(
                     room, parts[1].decode(), Record(int(parts[3]), parts[4], _kind(parts[2]))
                 )

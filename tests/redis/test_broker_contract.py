@@ -94,7 +94,9 @@ def rec(seq: int, text: str = "x", kind: str = "room") -> Record:
     return Record(seq, f'{{"seq":{seq},"t":"{text}"}}'.encode(), kind)  # type: ignore[arg-type]
 
 
-async def started_turn(broker: Broker, epoch: str, turn: str = "t1", prompt: str | None = None) -> int:
+async def started_turn(
+    broker: Broker, epoch: str, turn: str = "t1", prompt: str | None = None
+) -> int:
     """Claim the lease and store a turn.start at seq 1; returns the fence."""
     claim = await broker.claim(ROOM, epoch, 0, prompt)
     assert claim.status == "ok"
