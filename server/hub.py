@@ -88,6 +88,13 @@ class Room:
         self.last_event_at = time.monotonic()
         self.viewers_task: asyncio.Task[None] | None = None
         self.viewers_dirty = False
+        # Writes made here but not stored yet: joiners wait for them (``Hub.open``), so no
+        # snapshot shows what the broker may still refuse. ``busy``: prompts and cancels
+        # under way, which keep the room listened to.
+        self.pending = 0
+        self.settled = asyncio.Event()
+        self.settled.set()
+        self.busy = 0
 
     @property
     def viewers(self) -> int:
@@ -200,11 +207,13 @@ class Hub:
                 pass
             if not room.loaded:
                 raise ClientError("unavailable", "the broker is unavailable", temporary=True)
+        while room.pending:  # what the caller reads next must be stored already
+            await room.settled.wait()
         return room
 
     def _maybe_unlisten(self, room: Room) -> None:
         """Stop receiving a room nobody here watches or streams (reference counted)."""
-        if room.listening and not room.subscribers and room.task is None:
+        if room.listening and not room.subscribers and room.task is None and not room.busy:
             room.listening = False
             self._spawn(self._unlisten(room.state.name))
 
@@ -373,6 +382,8 @@ class Hub:
             if room.reload or not room.loaded:
                 await self._reload(room)
                 return
+            if room.fence:
+                return  # this instance holds the lease: it is the room's only writer
             records = await self.broker.read(state.name, state.epoch, state.seq)
             if records is None:
                 await self._reload(room)
@@ -451,6 +462,28 @@ class Hub:
             view = state.turn_view(TurnId(last.turn))
             assert view is not None, "a turn that just ended is retained"
             ended = stored_turn(view, kind)
+        room.pending += 1
+        room.settled.clear()
+        try:
+            await self._append(room, records, started, ended)
+        finally:
+            room.pending -= 1
+            if not room.pending:
+                room.settled.set()
+        if ended is not None:
+            room.fence = 0
+        self._deliver(room, events, encoded)
+
+    async def _append(
+        self,
+        room: Room,
+        records: Sequence[Record],
+        started: tuple[str, str | None] | None,
+        ended: bytes | None,
+    ) -> None:
+        """Store records in the order they were made; retry while the broker is down, for
+        as long as the lease would last."""
+        state = room.state
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.broker.lease_seconds
         async with room.commit_lock:
@@ -459,7 +492,7 @@ class Hub:
                     await self.broker.append(
                         state.name, state.epoch, room.fence, records, started=started, ended=ended
                     )
-                    break
+                    return
                 except Fenced as exc:
                     self._lost(room, str(exc))
                     raise TurnLost(str(exc)) from exc
@@ -468,9 +501,6 @@ class Hub:
                         self._lost(room, str(exc))
                         raise TurnLost(str(exc)) from exc
                     await asyncio.sleep(0.2)
-        if ended is not None:
-            room.fence = 0
-        self._deliver(room, events, encoded)
 
     def _lost(self, room: Room, why: str) -> None:
         log.warning(
@@ -515,6 +545,7 @@ class Hub:
             ClientError: ``turn_in_progress`` while another turn streams; ``unavailable``
                 when the broker is down.
         """
+        room.busy += 1
         try:
             return await self._submit(room, request, default_model, kind, body, listener)
         except (BrokerUnavailable, TurnLost) as exc:
@@ -524,6 +555,9 @@ class Hub:
                 ref=request.id,
                 temporary=True,
             ) from exc
+        finally:
+            room.busy -= 1
+            self._maybe_unlisten(room)
 
     async def _submit(
         self,
@@ -600,12 +634,16 @@ class Hub:
         Raises:
             ClientError: ``not_found`` or ``turn_ended``; ``unavailable`` (broker down).
         """
+        room.busy += 1
         try:
             return await self._cancel(room, turn_id)
         except (BrokerUnavailable, TurnLost) as exc:
             raise ClientError(
                 "unavailable", "the broker is unavailable; try again", temporary=True
             ) from exc
+        finally:
+            room.busy -= 1
+            self._maybe_unlisten(room)
 
     async def _cancel(self, room: Room, turn_id: str) -> TurnEnd:
         state = room.state
@@ -669,7 +707,7 @@ class Hub:
         for room in tuple(self.rooms.values()):
             if not (room.listening and room.loaded):
                 continue
-            if await self.broker.epoch(room.state.name) != room.state.epoch:
+            if not room.fence and await self.broker.epoch(room.state.name) != room.state.epoch:
                 self._need_sync(room, reload=True)
                 continue
             if room.state.viewers:

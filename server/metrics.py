@@ -88,6 +88,16 @@ class _Live(Collector):
             value=self.hub.merged_by_gone + sum(s.outbox.merged for s in subs),
         )
         yield CounterMetricFamily(
+            "fanout_broker_events_heard",
+            "Sequenced events received from the broker (once per event per instance).",
+            value=self.hub.broker.events_heard,
+        )
+        yield GaugeMetricFamily(
+            "fanout_broker_rooms_listened",
+            "Rooms this instance receives from the broker (rooms with local subscribers).",
+            value=sum(r.listening for r in rooms),
+        )
+        yield CounterMetricFamily(
             "fanout_slow_consumer_closes",
             "Subscribers closed with 4000 for falling too far behind.",
             value=self.hub.slow_closes,

@@ -91,6 +91,7 @@ class Broker(ABC):
 
     instance: str
     lease_seconds: float
+    events_heard: int = 0  # live records received, this instance's own included
 
     @abstractmethod
     async def start(self, listener: BrokerListener) -> None:

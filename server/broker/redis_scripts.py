@@ -67,13 +67,20 @@ return {'ok', tostring(fence), meta[2]}
 """
 
 # ARGV: epoch, fence, lease_ms, maxlen, keep_turns, channel, prompt_ttl_s, started_turn,
-# has_prompt, ended, room_ttl_s, n, then n x (seq, kind, data)
+# has_prompt, ended, room_ttl_s, n, then n x (seq, kind, data). Idempotent: a retried write
+# whose first attempt was stored answers ok and stores nothing twice.
 APPEND = """
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if meta[1] ~= ARGV[1] then return {'epoch'} end
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'fenced'} end
 local seq = tonumber(meta[2])
 local n = tonumber(ARGV[12])
+if n > 0 and seq >= tonumber(ARGV[13]) + n - 1 then
+  -- the same write again (its reply was lost and it was retried): already stored
+  local id = ARGV[13] .. '-0'
+  local kept = redis.call('XRANGE', KEYS[3], id, id)
+  if #kept == 1 and kept[1][2][2] == ARGV[15] then return {'ok'} end
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'fenced'} end
 for i = 0, n - 1 do
   if tonumber(ARGV[13 + i * 3]) ~= seq + 1 + i then return {'stale', meta[2]} end
 end

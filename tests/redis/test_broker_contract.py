@@ -273,3 +273,19 @@ async def test_a_wiped_store_means_a_new_epoch_and_refused_writes(pair: Pair) ->
     assert (await pair.b.steal(ROOM, epoch, "t1", force=True)).status == "epoch"
     fresh = await pair.b.load(ROOM, "e2")
     assert (fresh.epoch, fresh.seq, fresh.records) == ("e2", 0, ())
+
+
+async def test_a_retried_write_is_stored_once(pair: Pair) -> None:
+    """A write whose reply was lost may be sent again: it is not stored twice."""
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    fence = await started_turn(pair.a, epoch)
+    batch = [rec(2, "a"), rec(3, "b")]
+    await pair.a.append(ROOM, epoch, fence, batch)
+    await pair.a.append(ROOM, epoch, fence, batch)
+    await pair.a.append(ROOM, epoch, fence, [rec(4, "end")], ended=b"{}")
+    await pair.a.append(ROOM, epoch, fence, [rec(4, "end")], ended=b"{}")  # lease freed already
+    with pytest.raises(Fenced):  # not the same write: refused
+        await pair.a.append(ROOM, epoch, fence, [rec(3, "other")])
+    loaded = await pair.b.load(ROOM, "x")
+    assert [r.seq for r in loaded.records] == [1, 2, 3, 4]
+    assert loaded.ended == (b"{}",)

@@ -1,0 +1,700 @@
+"""Scale-out benchmark: three fanout instances share one room through a real redis-server.
+
+    python -m bench.scale_out            # the full run; writes bench/scale_out.json and
+                                         # docs/benchmarks-scale-out.md
+    python -m bench.scale_out --quick    # a smoke run: tiny numbers, one round, prints only
+
+N viewers of one room are spread evenly over the instances with viewers; one prompt goes to
+the first instance, which streams the answer from the mock upstream and publishes each event
+once to Redis; Redis sends it to every instance that listens to the room. Measured: what the
+viewers received (deliveries/s, latency, the same text with no gap), upstream requests, and
+what Redis did: events published, the channel's subscribers, the copies it sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+from array import array
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from . import machine
+from .clients import Crowd, Tally
+from .harness import CONNECT_CONCURRENCY, PROBE_EVERY, Upstream, _bounded, percentiles, start_mock
+from .procs import (
+    CLIENT_CPU,
+    ROOT,
+    SERVER_CPU,
+    Proc,
+    core_busy_seconds,
+    cpu_seconds,
+    free_port,
+    kernel_thread,
+    pin_self,
+)
+from .scale_out_clients import RecordingViewer, RedisCounters, RedisServer, check_turn, copy_bytes
+
+RESULTS = ROOT / "bench" / "scale_out.json"
+DOC = ROOT / "docs" / "benchmarks-scale-out.md"
+PREFIX = "fanout"  # broker.key_prefix (config.toml)
+ENV = {"FANOUT_SERVER_LOG_LEVEL": "warning"}
+EVENTS_HEARD = "fanout_broker_events_heard_total"
+IDLE_SECONDS = 3.0  # a turn during which nothing arrives for this long has stopped
+DRAIN_SECONDS = 10.0
+PACED_GRACE = 6.0
+SATURATED = 0.90  # a generator (process or core) this busy limits what it measures
+PLACEMENT = {
+    0: "next to the instances: the deployment under test gets CPU 0, the instruments CPU 1.",
+    1: "next to the load generator and the mocks, off the instances' core.",
+}
+SHARED = 0.10  # more of CPU 0 than this went to processes outside the deployment
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """Sizes of the run; ``FULL`` is ``make bench``, ``QUICK`` a smoke run."""
+
+    rounds: int
+    sizes: tuple[int, ...]
+    burst_tokens: int
+    paced_rate: float
+    paced_tokens: int
+    redis_cpu: int
+
+
+FULL = Plan(3, (300, 1500, 3000), 2000, 80.0, 200, SERVER_CPU)
+QUICK = Plan(1, (30, 90), 200, 80.0, 40, SERVER_CPU)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Setup:
+    """How many instances run, how many of them have viewers, and the broker."""
+
+    key: str
+    label: str
+    instances: int
+    watched: int
+    redis: bool
+
+
+SETUPS = (
+    Setup("3of3", "3 instances, viewers on 3", 3, 3, True),
+    Setup("2of3", "3 instances, viewers on 2", 3, 2, True),
+    Setup("1mem", "1 instance, memory://", 1, 1, False),
+)
+BY_KEY = {s.key: s for s in SETUPS}
+
+
+class Cluster:
+    """Fresh fanout instances on the server CPU, and their viewers (one crowd each)."""
+
+    def __init__(self, setup: Setup, upstream: Upstream, redis: RedisServer, room: str) -> None:
+        self.setup, self.room = setup, room
+        self.path = f"/api/rooms/{room}/ws"
+        self.ports = [free_port() for _ in range(setup.instances)]
+        self.procs: list[Proc] = []
+        for port in self.ports:
+            args = ["serve", "--port", str(port), "--upstream-url", upstream.url]
+            args += ["--model", "mock", *(["--broker", redis.url] if setup.redis else [])]
+            self.procs.append(Proc("server", args, SERVER_CPU, env=ENV))
+        self.crowds = [Crowd() for _ in self.ports]
+        self.viewers: list[list[RecordingViewer]] = [[] for _ in self.ports]
+        self.logs: list[str] = []
+
+    async def start(self) -> None:
+        """Wait until every instance listens."""
+        ready = zip(self.procs, self.ports, strict=True)
+        await asyncio.gather(*(proc.wait_port(port) for proc, port in ready))
+
+    @property
+    def everyone(self) -> list[RecordingViewer]:
+        """All viewers, the producer's instance first."""
+        return [v for own in self.viewers for v in own]
+
+    async def connect(self, count: int, on: list[int]) -> list[RecordingViewer]:
+        """Connect ``count`` viewers spread evenly over the instances ``on``."""
+        new: list[RecordingViewer] = []
+        jobs: list[Callable[[], Awaitable[None]]] = []
+        for i in range(count):
+            k = on[i % len(on)]
+            viewer = RecordingViewer(self.crowds[k], probe=(i // len(on)) % PROBE_EVERY == 0)
+            self.viewers[k].append(viewer)
+            new.append(viewer)
+            jobs.append(functools.partial(viewer.connect, "127.0.0.1", self.ports[k], self.path))
+        await _bounded(jobs, concurrency=CONNECT_CONCURRENCY, timeout=30 + count / 50)
+        return new
+
+    async def hang_up(self, viewers: list[RecordingViewer]) -> None:
+        """Close these viewers and forget them."""
+        gone = set(map(id, viewers))
+        self.viewers = [[v for v in own if id(v) not in gone] for own in self.viewers]
+        await _bounded([v.close for v in viewers], concurrency=500, timeout=60)
+
+    async def quiesce(self, timeout: float = 20.0, busy: float = 0.10) -> None:
+        """Wait until the instances together use less than ``busy`` of a core (the joins'
+        snapshots and presence updates are out)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        while loop.time() < give_up:
+            before = sum(cpu_seconds(p.pid) for p in self.procs)
+            await asyncio.sleep(0.25)
+            if sum(cpu_seconds(p.pid) for p in self.procs) - before < busy * 0.25:
+                return
+
+    async def events_heard(self, session: aiohttp.ClientSession) -> list[int | None]:
+        """Each instance's count of events heard from the broker, when /metrics has one."""
+        out: list[int | None] = []
+        for port in self.ports:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = await resp.text()
+            values = [ln.split()[-1] for ln in text.splitlines() if ln.startswith(EVENTS_HEARD)]
+            out.append(int(float(values[0])) if values else None)
+        return out
+
+    async def stop(self) -> None:
+        """Close the viewers, stop the instances, keep what they logged (warnings and up)."""
+        await _bounded([v.close for v in self.everyone], concurrency=500, timeout=60)
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                proc.popen.terminate()
+        for i, proc in enumerate(self.procs):
+            await asyncio.to_thread(proc.popen.wait, 10)
+            lines = [ln for ln in proc.log_tail(200_000).splitlines() if ln.strip()]
+            self.logs += [f"instance {i + 1}: {ln}" for ln in lines if "serving on" not in ln]
+            proc.stop()
+
+
+async def _wait(tallies: list[Tally], probes: bool, deadline: float) -> bool:
+    """True when every tally is done (or its probes are) in time and without a long silence."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    seen, quiet_since = -1, loop.time()
+    while True:
+        if all((t.probes_done if probes else t.done).is_set() for t in tallies):
+            return True
+        now = loop.time()
+        frames = sum(t.frames for t in tallies)
+        if frames != seen:
+            seen, quiet_since = frames, now
+        if now >= give_up or now - quiet_since >= IDLE_SECONDS:
+            return False
+        await asyncio.sleep(0.02)
+
+
+async def _turn(cluster: Cluster, model: str, deadline: float) -> tuple[list[Tally], bool]:
+    """Prompt the first instance once; wait until every viewer saw turn.end."""
+    tallies = []
+    for crowd, own in zip(cluster.crowds, cluster.viewers, strict=True):
+        crowd.tally = Tally(len(own), sum(v.probe for v in own), model.startswith("mock-stamp"))
+        tallies.append(crowd.tally)
+    viewers = cluster.everyone
+    for v in viewers:
+        v.batch(True)
+    content = f"scale-out turn {time.monotonic_ns()}"
+    await viewers[0].prompt(content, model, ref=content)
+    complete = await _wait(tallies, True, deadline)
+    for v in viewers:
+        v.batch(False)
+    complete = await _wait(tallies, False, DRAIN_SECONDS if complete else 1.0) and complete
+    return tallies, complete
+
+
+async def _numsub(redis: RedisServer, room: str, want: int, timeout: float = 5.0) -> int:
+    """The room channel's subscribers, once it is ``want`` (or when ``timeout`` ran out)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while True:
+        got = int((await redis.client.pubsub_numsub(f"{PREFIX}:{{{room}}}"))[0][1])
+        if got == want or loop.time() >= give_up:
+            return got
+        await asyncio.sleep(0.05)
+
+
+def _cpu(pids: list[int]) -> list[float]:
+    return [cpu_seconds(pid) for pid in pids]
+
+
+async def measure(
+    setup: Setup,
+    mode: str,
+    size: int,
+    rnd: int,
+    plan: Plan,
+    upstream: Upstream,
+    redis: RedisServer,
+    session: aiohttp.ClientSession,
+) -> dict[str, Any]:
+    """One fresh cluster, ``size`` viewers, a warm-up turn, then the measured turn."""
+    room = f"scale-{mode}-{setup.key}-{size}-r{rnd + 1}"
+    tokens = plan.burst_tokens if mode == "burst" else plan.paced_tokens
+    deadline = 60.0 if mode == "burst" else tokens / plan.paced_rate + PACED_GRACE
+    cluster = Cluster(setup, upstream, redis, room)
+    rec: dict[str, Any] = {"mode": mode, "setup": setup.key, "round": rnd, "viewers": size}
+    try:
+        await cluster.start()
+        await cluster.connect(size, list(range(setup.watched)))
+        # An instance without viewers had some: they watched the warm-up and left, so it
+        # must also have stopped listening to the room (subscriptions are reference counted).
+        idle = list(range(setup.watched, setup.instances))
+        leavers = await cluster.connect(max(1, size // 100), idle) if idle else []
+        await cluster.quiesce()
+        _, warm = await _turn(cluster, "mock-stamp-20", 30.0)
+        await cluster.hang_up(leavers)
+        await cluster.quiesce()
+        listening = await _numsub(redis, room, setup.watched) if setup.redis else None
+        rec["viewers_per_instance"] = [len(own) for own in cluster.viewers]
+        for v in cluster.everyone:
+            v.frames, v.recording = [], True
+        pids = [p.pid for p in cluster.procs] + [redis.pid, upstream.proc.pid]
+        softirq = kernel_thread(f"ksoftirqd/{SERVER_CPU}")
+        heard0 = await cluster.events_heard(session)
+        requests0 = await upstream.requests(session)
+        before = await RedisCounters.read(redis.port, PREFIX, room) if setup.redis else None
+        cpu0, cores0 = _cpu(pids), core_busy_seconds()
+        irq0 = cpu_seconds(softirq) if softirq else 0.0
+        usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        tallies, complete = await _turn(cluster, f"mock-stamp-{tokens}", deadline)
+        wall = time.monotonic() - wall0
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu1, cores1 = _cpu(pids), core_busy_seconds()
+        irq = (cpu_seconds(softirq) if softirq else 0.0) - irq0
+        after = await RedisCounters.read(redis.port, PREFIX, room) if setup.redis else None
+        requests = await upstream.requests(session) - requests0
+        heard1 = await cluster.events_heard(session)
+        for v in cluster.everyone:
+            v.recording = False
+        check = check_turn([v.frames for v in cluster.everyone])
+        for v in cluster.everyone:
+            v.frames = []
+        rec.update(warm_up_complete=warm, complete=complete, wall=wall, requests=requests)
+        rec["check"] = dataclasses.asdict(check)
+        rec.update(_deliveries(tallies, tokens))
+        used = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
+        rec["cpu"] = {
+            "instances": used[: len(cluster.procs)],
+            "redis": used[-2],
+            "mock": used[-1],
+            "generator": (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime)
+            / wall,
+            "core0": (cores1.get(0, 0) - cores0.get(0, 0)) / wall,
+            "core1": (cores1.get(1, 0) - cores0.get(1, 0)) / wall,
+            "softirq0": irq / wall,
+        }
+        rec["events_heard"] = [
+            None if a is None or b is None else b - a for a, b in zip(heard0, heard1, strict=True)
+        ]
+        if before is not None and after is not None:
+            rec["redis"] = await _redis_figures(redis, room, before, after, listening)
+        rec["lost_connections"] = sum(c.lost for c in cluster.crowds)
+    finally:
+        await cluster.stop()
+        rec["log"] = cluster.logs[:20]
+        rec["log_lines"] = len(cluster.logs)
+    return rec
+
+
+def _deliveries(tallies: list[Tally], tokens: int) -> dict[str, Any]:
+    """Rate and latency over every viewer, and latency split: the producer's instance and
+    the others (whose events crossed Redis)."""
+    got = sum(t.tokens for t in tallies)
+    first = min(t.first for t in tallies)
+    last = max(t.last for t in tallies)
+    seconds = max(last - first, 0.0) if got else 0.0
+
+    def quantiles(group: list[Tally]) -> list[float]:
+        samples = array("d", (x for t in group for x in t.latencies))
+        probes = sum(t.probes for t in group)
+        return percentiles(samples, tokens * probes, 0.5, 0.99) if probes else [math.nan] * 2
+
+    p50, p99 = quantiles(tallies)
+    local = quantiles(tallies[:1])
+    remote = quantiles(tallies[1:]) if len(tallies) > 1 else [math.nan, math.nan]
+    expected = tokens * sum(t.readers for t in tallies)
+    return {
+        "tokens": tokens,
+        "delivered": got,
+        "expected": expected,
+        "receipt_seconds": seconds,
+        "rate": got / seconds if seconds > 0 else 0.0,
+        "frames": sum(t.frames for t in tallies),
+        "p50": p50,
+        "p99": p99,
+        "p50_producer": local[0],
+        "p99_producer": local[1],
+        "p50_others": remote[0],
+        "p99_others": remote[1],
+    }
+
+
+async def _redis_figures(
+    redis: RedisServer,
+    room: str,
+    before: RedisCounters,
+    after: RedisCounters,
+    listening: int | None,
+) -> dict[str, Any]:
+    """What Redis did during the turn: events stored and published, pub/sub copies sent."""
+    events = after.seq - before.seq
+    one_copy = await copy_bytes(redis.client, PREFIX, room, before.seq + 1, after.seq)
+    sent = after.output_since(before)
+    return {
+        "events": events,
+        "xadd": after.calls(before, "xadd"),
+        "publish": after.calls(before, "publish"),
+        "catch_up_reads": after.calls(before, "xrange"),
+        "numsub_before": before.subscribers,
+        "numsub_after": after.subscribers,
+        "numsub_after_leave": listening,
+        "messages": events * after.subscribers,
+        "messages_per_event": after.subscribers if events else 0,
+        "copy_bytes": one_copy,
+        "output_bytes": sent,
+        "copies_from_bytes": sent / one_copy if one_copy else 0.0,
+    }
+
+
+async def _run(plan: Plan, setups: list[Setup], modes: list[str]) -> list[dict[str, Any]]:
+    pin_self(CLIENT_CPU)
+    redis = RedisServer(plan.redis_cpu)
+    mocks: dict[str, Upstream] = {}
+    records: list[dict[str, Any]] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    try:
+        await redis.ready()
+        mocks["burst"] = await start_mock(0.0)
+        mocks["paced"] = await start_mock(plan.paced_rate)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for rnd in range(plan.rounds):
+                for mode in modes:
+                    for size in plan.sizes:
+                        for setup in setups:
+                            started = time.monotonic()
+                            rec = await measure(
+                                setup, mode, size, rnd, plan, mocks[mode], redis, session
+                            )
+                            records.append(rec)
+                            took = time.monotonic() - started
+                            print(f"round {rnd + 1} {mode:5} {size:6,} {setup.key:5} {took:5.1f}s")
+                            print("   ", summary(rec), flush=True)
+    finally:
+        for mock in mocks.values():
+            mock.proc.stop()
+        await redis.stop()
+    return records
+
+
+def _ms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    if math.isinf(seconds):
+        return "lost"
+    return f"{seconds * 1000:,.0f}" if seconds >= 0.1 else f"{seconds * 1000:,.1f}"
+
+
+def _spread(values: list[float], fmt: Callable[[float], str]) -> str:
+    """``median (min-max)``, or the one value."""
+    if len(values) < 2:
+        return fmt(values[0]) if values else "-"
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}-{fmt(max(values))})"
+
+
+def _flags(rec: dict[str, Any], redis_cpu: int) -> list[str]:
+    """Why a turn's numbers may not be the deployment's alone, or what went wrong."""
+    cpu, check = rec["cpu"], rec["check"]
+    ours = sum(cpu["instances"]) + cpu["softirq0"] + (cpu["redis"] if redis_cpu == 0 else 0)
+    out = []
+    if cpu["generator"] >= SATURATED:
+        out.append("generator saturated")
+    elif cpu["core1"] >= SATURATED:
+        out.append("CPU 1 full")
+    if cpu["core0"] - ours >= SHARED:
+        out.append("CPU 0 shared")
+    if not rec["complete"]:
+        out.append(f"incomplete ({rec['delivered'] / max(rec['expected'], 1):.0%})")
+    if check["gaps"] or check["texts"] != 1 or list(check["statuses"]) != ["completed"]:
+        out.append(f"{check['gaps']} viewers with gaps, {check['texts']} texts")
+    if rec["lost_connections"]:
+        out.append(f"{rec['lost_connections']} connections lost")
+    if rec["log_lines"]:
+        out.append(f"{rec['log_lines']} log lines")
+    return out
+
+
+def _groups(records: list[dict[str, Any]], mode: str) -> list[list[dict[str, Any]]]:
+    """Records of ``mode`` by viewers then setup (the order of the run)."""
+    out: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for rec in records:
+        if rec["mode"] == mode:
+            out.setdefault((rec["viewers"], rec["setup"]), []).append(rec)
+    return list(out.values())
+
+
+def _count(values: list[Any]) -> str:
+    """``3`` when every round agrees, else each round's value."""
+    return str(values[0]) if len(set(map(str, values))) == 1 else "/".join(map(str, values))
+
+
+def deliveries_table(records: list[dict[str, Any]], mode: str, redis_cpu: int) -> str:
+    """What the viewers received, per viewer count and setup."""
+    rows = [
+        "| viewers | setup | deliveries/s, median (min-max) | frames/s | p50 ms | p99 ms "
+        "| p99 ms, producer's instance / others | viewers whole, one text | upstream requests "
+        "| CPU: instances / Redis / generator | notes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for recs in _groups(records, mode):
+        first = recs[0]
+        med = statistics.median
+        whole = sum(r["check"]["whole"] for r in recs)
+        one_text = all(r["check"]["texts"] == 1 for r in recs)
+        cpu = [r["cpu"] for r in recs]
+        notes: dict[str, int] = {}
+        for r in recs:
+            for flag in _flags(r, redis_cpu):
+                notes[flag.split(" (")[0]] = notes.get(flag.split(" (")[0], 0) + 1
+        rows.append(
+            f"| {first['viewers']:,} | {BY_KEY[first['setup']].label} "
+            f"| {_spread([r['rate'] for r in recs], lambda x: f'{x:,.0f}')} "
+            f"| {med(r['frames'] / max(r['receipt_seconds'], 1e-9) for r in recs):,.0f} "
+            f"| {_ms(med(r['p50'] for r in recs))} "
+            f"| {_spread([r['p99'] for r in recs], _ms)} "
+            f"| {_ms(med(r['p99_producer'] for r in recs))} / "
+            f"{_ms(med(r['p99_others'] for r in recs))} "
+            f"| {whole:,}/{sum(r['viewers'] for r in recs):,}, {'yes' if one_text else 'NO'} "
+            f"| {_count([r['requests'] for r in recs])} "
+            f"| {med(sum(c['instances']) for c in cpu):.0%} / {med(c['redis'] for c in cpu):.0%}"
+            f" / {max(c['generator'] for c in cpu):.0%} "
+            f"| {'; '.join(f'{k} {n}/{len(recs)}' for k, n in notes.items())} |"
+        )
+    return "\n".join(rows)
+
+
+def redis_table(records: list[dict[str, Any]]) -> str:
+    """What Redis did per turn, both modes."""
+    rows = [
+        "| answer | viewers | setup | events (XADD / PUBLISH) | channel subscribers "
+        "| messages sent (events x subscribers) | per event | copies, from output bytes "
+        "| catch-up reads | events heard per instance |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode in ("burst", "paced"):
+        for recs in _groups(records, mode):
+            reds = [r["redis"] for r in recs if "redis" in r]
+            if not reds:
+                continue
+            first = recs[0]
+            heard = [r["events_heard"] for r in recs]
+            heard_text = (
+                "not exposed" if all(x is None for h in heard for x in h) else _count(heard)
+            )
+            events = [f"{x['events']} ({x['xadd']} / {x['publish']})" for x in reds]
+            rows.append(
+                f"| {mode} | {first['viewers']:,} | {BY_KEY[first['setup']].label} "
+                f"| {_count(events)} "
+                f"| {_count([x['numsub_after'] for x in reds])} "
+                f"| {_count([x['messages'] for x in reds])} "
+                f"| {_count([x['messages_per_event'] for x in reds])} "
+                f"| {_spread([x['copies_from_bytes'] for x in reds], lambda v: f'{v:.2f}')} "
+                f"| {_count([x['catch_up_reads'] for x in reds])} | {heard_text} |"
+            )
+    return "\n".join(rows)
+
+
+def summary(rec: dict[str, Any]) -> str:
+    """One line about one measured turn."""
+    red, check = rec.get("redis"), rec["check"]
+    line = (
+        f"{rec['rate']:,.0f} deliveries/s, p50 {_ms(rec['p50'])} p99 {_ms(rec['p99'])} ms, "
+        f"{check['whole']}/{rec['viewers']} whole, {check['texts']} text(s), "
+        f"{rec['requests']} upstream request(s), CPU instances "
+        f"{sum(rec['cpu']['instances']):.0%} redis {rec['cpu']['redis']:.0%} "
+        f"generator {rec['cpu']['generator']:.0%}"
+    )
+    if red:
+        line += (
+            f"; {red['events']} events x {red['numsub_after']} subscribers, copies from bytes "
+            f"{red['copies_from_bytes']:.2f}, catch-up reads {red['catch_up_reads']}"
+        )
+    flags = _flags(rec, 0)
+    return line + (f" [{'; '.join(flags)}]" if flags else "")
+
+
+def render(saved: dict[str, Any]) -> str:
+    """The whole markdown page."""
+    plan, info, records = saved["plan"], saved["machine"], saved["records"]
+    cpu = plan["redis_cpu"]
+    sizes = ", ".join(f"{n:,}" for n in plan["sizes"])
+    turns = len(records)
+    requests_ok = sum(r["requests"] == 1 for r in records)
+    whole_ok = sum(r["check"]["gaps"] == 0 and r["check"]["texts"] == 1 for r in records)
+    per_event = [(r["setup"], r["redis"]["messages_per_event"]) for r in records if "redis" in r]
+    matched = sum(BY_KEY[k].watched == n for k, n in per_event)
+    copies = [r["redis"]["copies_from_bytes"] for r in records if "redis" in r]
+    logs = sorted({ln for r in records for ln in r["log"]})
+    log_text = "\n".join(f"    {ln}" for ln in logs[:20]) if logs else "    (none)"
+    packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    return f"""# Scale-out benchmark: instances sharing a room through Redis
+
+Three fanout instances share one room through a real redis-server: N viewers of the room are
+spread evenly over the instances, one prompt goes to the first instance, which streams the
+answer from the mock upstream (one request) and publishes each event once to Redis, and
+Redis sends it to every instance that listens to the room. Generated by
+`python -m bench.scale_out` on {datetime.date.today().isoformat()}; raw numbers in
+`bench/scale_out.json`.
+
+## Summary
+
+- Redis messages per event equal the number of instances with viewers in {matched} of
+  {len(per_event)} turns (3 instances with viewers: 3; one instance without viewers: 2).
+  Counted independently from Redis's output bytes: {min(copies, default=0):.2f} to
+  {max(copies, default=0):.2f} copies of each turn's messages (see below).
+- One upstream request per prompt in {requests_ok} of {turns} turns.
+- Every viewer rebuilt the same text with no gap in {whole_ok} of {turns} turns.
+
+## Machine and placement
+
+| | |
+|---|---|
+| CPU | {info["cpu"]}, {info["cpus"]} cores |
+| kernel, Python | Linux {info["kernel"]}, Python {info["python"]} |
+| fanout | commit {info["revision"]} |
+| packages | {packages} |
+| pinning | {"yes" if info["pinned"] else "no (taskset missing or one CPU)"}: the fanout \
+instances on CPU 0, redis-server on CPU {cpu}, the mock upstreams and the load generator on \
+CPU 1 |
+| network | loopback only |
+| load average (1/5/15 min) | before {info["load_before"]}, after {info["load_after"]} |
+| run time | {info["seconds"] / 60:.1f} min: `{info["command"]}` |
+
+With two cores this cannot show instances adding capacity: all three share CPU 0, so their
+deliveries/s is one core's, like a single instance's (the last setup of each table). What it
+shows is what sharing a room through Redis costs, and that it stays correct under load.
+redis-server runs on CPU {cpu}, {PLACEMENT[cpu]}
+
+## Commands
+
+```sh
+make bench                          # bench.run, then this page
+python -m bench.scale_out           # this page and bench/scale_out.json
+python -m bench.scale_out --quick   # smoke run: tiny numbers, one round, prints only
+python -m bench.scale_out --sizes 600 --setups 3of3,2of3 --modes paced --rounds 1 --out x.md
+```
+
+Processes, each started fresh for every measured turn except Redis and the mocks:
+
+```sh
+taskset -c {cpu} redis-server --port R --bind 127.0.0.1 --save '' --appendonly no
+taskset -c 1 python -m server mock-upstream --port M --tokens-per-second 0 --ttft 0   # burst
+taskset -c 1 python -m server mock-upstream --port M2 --tokens-per-second \
+{plan["paced_rate"]:g} --ttft 0  # paced
+FANOUT_SERVER_LOG_LEVEL=warning taskset -c 0 python -m server serve --port P1 \
+    --upstream-url http://127.0.0.1:M/v1 --model mock --broker redis://127.0.0.1:R/0
+# ... and P2, P3 alike; the memory:// baseline is one instance without --broker
+```
+
+## How it is measured
+
+- **Rounds**: {plan["rounds"]}; sizes {sizes} viewers in all (spread evenly over the
+  instances with viewers), each with a fresh set of instances and a fresh room. Each
+  round runs every size and setup in turn; tables give the median (min-max).
+- **Turns**: a warm-up answer of 20 tokens, then the measured one: *burst*, `mock-stamp-\
+{plan["burst_tokens"]}` written by the mock as fast as it can; *paced*, `mock-stamp-\
+{plan["paced_tokens"]}` at {plan["paced_rate"]:g} tokens/s. Each token is the mock's send
+  time, so latency is receipt minus stamp (same clock), one viewer in ten being a probe (as
+  in docs/benchmarks.md); deliveries/s = tokens received by all viewers / (last receipt -
+  first receipt).
+- **Whole, one text**: every viewer keeps the measured turn's frames; afterwards each
+  viewer's text is rebuilt from its deltas (merged ones included, via `first_seq`) and its
+  seqs checked: `turn.start`, then every seq exactly once and in order, then `turn.end`.
+- **Upstream requests**: the mock's own count (`GET /v1/_stats`) around the measured turn.
+- **Redis**, read before and after the measured turn: the room's seq (events stored),
+  `INFO commandstats` (XADD and PUBLISH calls, scripts' own included; XRANGE calls are
+  replicas catching up by reading the stream instead of the live feed), `PUBSUB NUMSUB` of
+  the room's channel `fanout:{{room}}`. Redis counts no per-message deliveries, so messages
+  sent = events x subscribers. As an independent check, the growth of
+  `total_net_output_bytes` is divided by the bytes ONE subscriber receives for the turn's
+  events (each `E epoch kind seq data` payload as a RESP2 `message` push): the number of
+  copies Redis wrote. It runs slightly above the subscriber count, since the same counter
+  also holds the replies to the producer's scripts and to this benchmark's reads.
+- **Per-instance count**: each instance counts the events it heard from Redis, but does not
+  expose the count (no `/metrics` series yet), so that column says so.
+- **The setup with viewers on 2 of 3 instances**: the third instance's viewers (1% of N)
+  watch the warm-up and leave before the measured turn, so it must have stopped listening to
+  the room: the subscriber count has to drop to 2.
+
+## Burst: deliveries
+
+{deliveries_table(records, "burst", cpu)}
+
+## Paced: latency
+
+{deliveries_table(records, "paced", cpu)}
+
+## Redis per measured turn
+
+{redis_table(records)}
+
+## Instance logs (warnings and errors)
+
+{log_text}
+"""
+
+
+def main() -> None:
+    """Parse the arguments, run, print, and (full run) write the JSON and the markdown."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run, prints only")
+    parser.add_argument("--rounds", type=int, help="override the number of rounds")
+    parser.add_argument("--sizes", help="comma-separated viewer counts (total over instances)")
+    parser.add_argument("--setups", default=",".join(BY_KEY), help="comma-separated subset")
+    parser.add_argument("--modes", default="burst,paced", help="burst, paced or both")
+    parser.add_argument(
+        "--redis-cpu", type=int, choices=(0, 1), help="CPU for redis-server (default 0)"
+    )
+    parser.add_argument("--out", type=Path, help="markdown to write (default: the docs page)")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = dataclasses.replace(plan, rounds=args.rounds)
+    if args.sizes:
+        plan = dataclasses.replace(plan, sizes=tuple(int(s) for s in args.sizes.split(",")))
+    if args.redis_cpu is not None:
+        plan = dataclasses.replace(plan, redis_cpu=args.redis_cpu)
+    modes = args.modes.split(",")
+    if any(k not in BY_KEY for k in args.setups.split(",")) or set(modes) - {"burst", "paced"}:
+        parser.error("unknown setup or mode")
+    out: Path | None = args.out or (None if args.quick else DOC)
+    info = machine.describe()
+    info["command"] = " ".join(["python -m bench.scale_out", *sys.argv[1:]])
+    started = time.monotonic()
+    setups = [BY_KEY[k] for k in args.setups.split(",")]
+    records = uvloop.run(_run(plan, setups, modes))
+    info.update(machine.after(), seconds=round(time.monotonic() - started))
+    saved = json.loads(
+        json.dumps({"plan": dataclasses.asdict(plan), "machine": info, "records": records})
+    )
+    text = render(saved)
+    print(text)
+    if out is not None:
+        results = RESULTS if out.resolve() == DOC else out.with_suffix(".json")
+        results.write_text(json.dumps(saved, indent=1) + "\n")
+        out.write_text(text)
+        print(f"wrote {out} and {results}")
+
+
+if __name__ == "__main__":
+    main()
