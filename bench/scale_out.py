@@ -24,7 +24,6 @@ import resource
 import statistics
 import sys
 import time
-from array import array
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import uvloop
 
 from . import machine
 from .clients import Crowd, Tally
-from .harness import CONNECT_CONCURRENCY, PROBE_EVERY, Upstream, _bounded, percentiles, start_mock
+from .harness import CONNECT_CONCURRENCY, PROBE_EVERY, Upstream, _bounded, start_mock
 from .procs import (
     CLIENT_CPU,
     ROOT,
@@ -46,7 +45,14 @@ from .procs import (
     kernel_thread,
     pin_self,
 )
-from .scale_out_clients import RecordingViewer, RedisCounters, RedisServer, check_turn, copy_bytes
+from .scale_out_clients import (
+    RecordingViewer,
+    RedisCounters,
+    RedisServer,
+    check_turn,
+    deliveries,
+    redis_figures,
+)
 
 RESULTS = ROOT / "bench" / "scale_out.json"
 DOC = ROOT / "docs" / "benchmarks-scale-out.md"
@@ -224,8 +230,37 @@ async def _numsub(redis: RedisServer, room: str, want: int, timeout: float = 5.0
         await asyncio.sleep(0.05)
 
 
-def _cpu(pids: list[int]) -> list[float]:
-    return [cpu_seconds(pid) for pid in pids]
+class CpuMeter:
+    """CPU time of some processes, of each core and of this process, over one turn."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.softirq = kernel_thread(f"ksoftirqd/{SERVER_CPU}")
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, list[float], dict[int, float], float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return (
+            time.monotonic(),
+            [cpu_seconds(pid) for pid in self.pids],
+            core_busy_seconds(),
+            cpu_seconds(self.softirq) if self.softirq else 0.0,
+            usage.ru_utime + usage.ru_stime,
+        )
+
+    def stop(self) -> dict[str, Any]:
+        """Shares of a core since the start: each process's, each core's, this one's."""
+        t0, procs0, cores0, irq0, self0 = self._start
+        t1, procs1, cores1, irq1, self1 = self._read()
+        wall = t1 - t0
+        return {
+            "wall": wall,
+            "procs": [(b - a) / wall for a, b in zip(procs0, procs1, strict=True)],
+            "core0": (cores1.get(0, 0) - cores0.get(0, 0)) / wall,
+            "core1": (cores1.get(1, 0) - cores0.get(1, 0)) / wall,
+            "softirq0": (irq1 - irq0) / wall,
+            "generator": (self1 - self0) / wall,
+        }
 
 
 async def measure(
@@ -252,119 +287,42 @@ async def measure(
         idle = list(range(setup.watched, setup.instances))
         leavers = await cluster.connect(max(1, size // 100), idle) if idle else []
         await cluster.quiesce()
-        _, warm = await _turn(cluster, "mock-stamp-20", 30.0)
+        _, rec["warm_up_complete"] = await _turn(cluster, "mock-stamp-20", 30.0)
         await cluster.hang_up(leavers)
         await cluster.quiesce()
-        listening = await _numsub(redis, room, setup.watched) if setup.redis else None
+        if setup.redis:
+            await _numsub(redis, room, setup.watched)
         rec["viewers_per_instance"] = [len(own) for own in cluster.viewers]
         for v in cluster.everyone:
             v.frames, v.recording = [], True
-        pids = [p.pid for p in cluster.procs] + [redis.pid, upstream.proc.pid]
-        softirq = kernel_thread(f"ksoftirqd/{SERVER_CPU}")
         heard0 = await cluster.events_heard(session)
         requests0 = await upstream.requests(session)
         before = await RedisCounters.read(redis.port, PREFIX, room) if setup.redis else None
-        cpu0, cores0 = _cpu(pids), core_busy_seconds()
-        irq0 = cpu_seconds(softirq) if softirq else 0.0
-        usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-        tallies, complete = await _turn(cluster, f"mock-stamp-{tokens}", deadline)
-        wall = time.monotonic() - wall0
-        usage1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu1, cores1 = _cpu(pids), core_busy_seconds()
-        irq = (cpu_seconds(softirq) if softirq else 0.0) - irq0
+        meter = CpuMeter([p.pid for p in cluster.procs] + [redis.pid, upstream.proc.pid])
+        tallies, rec["complete"] = await _turn(cluster, f"mock-stamp-{tokens}", deadline)
+        cpu = meter.stop()
         after = await RedisCounters.read(redis.port, PREFIX, room) if setup.redis else None
-        requests = await upstream.requests(session) - requests0
+        rec["requests"] = await upstream.requests(session) - requests0
         heard1 = await cluster.events_heard(session)
         for v in cluster.everyone:
             v.recording = False
-        check = check_turn([v.frames for v in cluster.everyone])
+        rec["check"] = dataclasses.asdict(check_turn([v.frames for v in cluster.everyone]))
         for v in cluster.everyone:
             v.frames = []
-        rec.update(warm_up_complete=warm, complete=complete, wall=wall, requests=requests)
-        rec["check"] = dataclasses.asdict(check)
-        rec.update(_deliveries(tallies, tokens))
-        used = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
-        rec["cpu"] = {
-            "instances": used[: len(cluster.procs)],
-            "redis": used[-2],
-            "mock": used[-1],
-            "generator": (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime)
-            / wall,
-            "core0": (cores1.get(0, 0) - cores0.get(0, 0)) / wall,
-            "core1": (cores1.get(1, 0) - cores0.get(1, 0)) / wall,
-            "softirq0": irq / wall,
-        }
+        rec.update(deliveries(tallies, tokens))
+        procs = cpu.pop("procs")
+        rec["cpu"] = {"instances": procs[:-2], "redis": procs[-2], "mock": procs[-1], **cpu}
         rec["events_heard"] = [
             None if a is None or b is None else b - a for a, b in zip(heard0, heard1, strict=True)
         ]
         if before is not None and after is not None:
-            rec["redis"] = await _redis_figures(redis, room, before, after, listening)
+            rec["redis"] = await redis_figures(redis.client, PREFIX, room, before, after)
         rec["lost_connections"] = sum(c.lost for c in cluster.crowds)
     finally:
         await cluster.stop()
         rec["log"] = cluster.logs[:20]
         rec["log_lines"] = len(cluster.logs)
     return rec
-
-
-def _deliveries(tallies: list[Tally], tokens: int) -> dict[str, Any]:
-    """Rate and latency over every viewer, and latency split: the producer's instance and
-    the others (whose events crossed Redis)."""
-    got = sum(t.tokens for t in tallies)
-    first = min(t.first for t in tallies)
-    last = max(t.last for t in tallies)
-    seconds = max(last - first, 0.0) if got else 0.0
-
-    def quantiles(group: list[Tally]) -> list[float]:
-        samples = array("d", (x for t in group for x in t.latencies))
-        probes = sum(t.probes for t in group)
-        return percentiles(samples, tokens * probes, 0.5, 0.99) if probes else [math.nan] * 2
-
-    p50, p99 = quantiles(tallies)
-    local = quantiles(tallies[:1])
-    remote = quantiles(tallies[1:]) if len(tallies) > 1 else [math.nan, math.nan]
-    expected = tokens * sum(t.readers for t in tallies)
-    return {
-        "tokens": tokens,
-        "delivered": got,
-        "expected": expected,
-        "receipt_seconds": seconds,
-        "rate": got / seconds if seconds > 0 else 0.0,
-        "frames": sum(t.frames for t in tallies),
-        "p50": p50,
-        "p99": p99,
-        "p50_producer": local[0],
-        "p99_producer": local[1],
-        "p50_others": remote[0],
-        "p99_others": remote[1],
-    }
-
-
-async def _redis_figures(
-    redis: RedisServer,
-    room: str,
-    before: RedisCounters,
-    after: RedisCounters,
-    listening: int | None,
-) -> dict[str, Any]:
-    """What Redis did during the turn: events stored and published, pub/sub copies sent."""
-    events = after.seq - before.seq
-    one_copy = await copy_bytes(redis.client, PREFIX, room, before.seq + 1, after.seq)
-    sent = after.output_since(before)
-    return {
-        "events": events,
-        "xadd": after.calls(before, "xadd"),
-        "publish": after.calls(before, "publish"),
-        "catch_up_reads": after.calls(before, "xrange"),
-        "numsub_before": before.subscribers,
-        "numsub_after": after.subscribers,
-        "numsub_after_leave": listening,
-        "messages": events * after.subscribers,
-        "messages_per_event": after.subscribers if events else 0,
-        "copy_bytes": one_copy,
-        "output_bytes": sent,
-        "copies_from_bytes": sent / one_copy if one_copy else 0.0,
-    }
 
 
 async def _run(plan: Plan, setups: list[Setup], modes: list[str]) -> list[dict[str, Any]]:

@@ -3,9 +3,11 @@
 - ``RecordingViewer``: a ``WireClient`` that also keeps the frames of the measured turn, so
   that afterwards each viewer's text can be rebuilt and its seqs checked for gaps.
 - ``check_turn``: rebuilds every viewer's text from its frames (merged deltas included).
+- ``deliveries``: rate and latency from the tallies, the producer's instance apart.
 - ``RedisServer``: Debian's redis-server on a free loopback port, nothing saved to disk.
-- ``RedisCounters``: what Redis says it did during one turn (``INFO``, ``PUBSUB NUMSUB``),
-  and the bytes one copy of the turn's pub/sub messages takes, to count the copies Redis sent.
+- ``RedisCounters`` and ``redis_figures``: what Redis did during one turn (``INFO``,
+  ``PUBSUB NUMSUB``), and how many copies of the turn's messages it wrote, counted from its
+  output bytes and the bytes of one copy.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import tempfile
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from .clients import Crowd, WireClient
+from .clients import Crowd, Tally, WireClient
+from .harness import percentiles
 from .procs import free_port, pinning
 
 _KEPT = (b'{"type":"turn.start"', b'{"type":"delta"', b'{"type":"turn.end"')
@@ -103,6 +108,35 @@ def check_turn(frames: list[list[bytes]]) -> TurnCheck:
         events=events,
         statuses=tuple(sorted(statuses)),
     )
+
+
+def deliveries(tallies: list[Tally], tokens: int) -> dict[str, Any]:
+    """Rate and latency over every viewer, and latency apart for the producer's instance
+    (the first tally) and the others (whose events crossed Redis)."""
+    got = sum(t.tokens for t in tallies)
+    seconds = max(max(t.last for t in tallies) - min(t.first for t in tallies), 0.0)
+    seconds = seconds if got else 0.0
+
+    def quantiles(group: list[Tally]) -> list[float]:
+        samples = array("d", (x for t in group for x in t.latencies))
+        probes = sum(t.probes for t in group)
+        return percentiles(samples, tokens * probes, 0.5, 0.99) if probes else [math.nan] * 2
+
+    (p50, p99), local, remote = quantiles(tallies), quantiles(tallies[:1]), quantiles(tallies[1:])
+    return {
+        "tokens": tokens,
+        "delivered": got,
+        "expected": tokens * sum(t.readers for t in tallies),
+        "receipt_seconds": seconds,
+        "rate": got / seconds if seconds > 0 else 0.0,
+        "frames": sum(t.frames for t in tallies),
+        "p50": p50,
+        "p99": p99,
+        "p50_producer": local[0],
+        "p99_producer": local[1],
+        "p50_others": remote[0],
+        "p99_others": remote[1],
+    }
 
 
 class RedisServer:
@@ -269,3 +303,25 @@ async def copy_bytes(client: aioredis.Redis, prefix: str, room: str, first: int,
         total += len(b"$%d\r\n%s\r\n" % (len(channel), channel))
         total += len(b"$%d\r\n" % len(payload)) + len(payload) + 2
     return total
+
+
+async def redis_figures(
+    client: aioredis.Redis, prefix: str, room: str, before: RedisCounters, after: RedisCounters
+) -> dict[str, Any]:
+    """What Redis did between two reads: events stored and published, copies sent."""
+    events = after.seq - before.seq
+    one_copy = await copy_bytes(client, prefix, room, before.seq + 1, after.seq)
+    sent = after.output_since(before)
+    return {
+        "events": events,
+        "xadd": after.calls(before, "xadd"),
+        "publish": after.calls(before, "publish"),
+        "catch_up_reads": after.calls(before, "xrange"),
+        "numsub_before": before.subscribers,
+        "numsub_after": after.subscribers,
+        "messages": events * after.subscribers,
+        "messages_per_event": after.subscribers if events else 0,
+        "copy_bytes": one_copy,
+        "output_bytes": sent,
+        "copies_from_bytes": sent / one_copy if one_copy else 0.0,
+    }

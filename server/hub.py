@@ -195,6 +195,7 @@ class Hub:
             try:
                 await self.broker.listen(name)
                 await self._sync_now(room)
+                room.remote_viewers = max(0, await self.broker.viewers(name) - room.state.viewers)
             except BrokerUnavailable as exc:
                 room.listening = False
                 await self.broker.unlisten(name)
@@ -215,6 +216,7 @@ class Hub:
         """Stop receiving a room nobody here watches or streams (reference counted)."""
         if room.listening and not room.subscribers and room.task is None and not room.busy:
             room.listening = False
+            room.remote_viewers = 0  # no longer heard: only this instance's count is known
             self._spawn(self._unlisten(room.state.name))
 
     async def _unlisten(self, name: RoomName) -> None:
