@@ -22,6 +22,7 @@ import json
 import math
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,7 @@ EVENTS_HEARD = "fanout_broker_events_heard_total"
 IDLE_SECONDS = 3.0  # a turn during which nothing arrives for this long has stopped
 DRAIN_SECONDS = 10.0
 PACED_GRACE = 6.0
+STOP_SECONDS = 10.0  # an instance still running this long after SIGTERM is killed
 SATURATED = 0.90  # a generator (process or core) this busy limits what it measures
 PLACEMENT = {
     0: "next to the instances: the deployment under test gets CPU 0, the instruments CPU 1.",
@@ -178,7 +180,10 @@ class Cluster:
             if proc.popen.poll() is None:
                 proc.popen.terminate()
         for i, proc in enumerate(self.procs):
-            await asyncio.to_thread(proc.popen.wait, 10)
+            try:
+                await asyncio.to_thread(proc.popen.wait, STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.logs.append(f"instance {i + 1}: still running {STOP_SECONDS:g}s after SIGTERM")
             lines = [ln for ln in proc.log_tail(200_000).splitlines() if ln.strip()]
             self.logs += [f"instance {i + 1}: {ln}" for ln in lines if "serving on" not in ln]
             proc.stop()
@@ -318,6 +323,8 @@ async def measure(
         if before is not None and after is not None:
             rec["redis"] = await redis_figures(redis.client, PREFIX, room, before, after)
         rec["lost_connections"] = sum(c.lost for c in cluster.crowds)
+    except (OSError, RuntimeError, TimeoutError) as exc:  # ConnectionError is an OSError
+        rec["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         await cluster.stop()
         rec["log"] = cluster.logs[:20]
@@ -347,7 +354,7 @@ async def _run(plan: Plan, setups: list[Setup], modes: list[str]) -> list[dict[s
                             records.append(rec)
                             took = time.monotonic() - started
                             print(f"round {rnd + 1} {mode:5} {size:6,} {setup.key:5} {took:5.1f}s")
-                            print("   ", summary(rec), flush=True)
+                            print("   ", summary(rec, plan.redis_cpu), flush=True)
     finally:
         for mock in mocks.values():
             mock.proc.stop()
@@ -389,6 +396,22 @@ def _flags(rec: dict[str, Any], redis_cpu: int) -> list[str]:
         out.append(f"{rec['lost_connections']} connections lost")
     if rec["log_lines"]:
         out.append(f"{rec['log_lines']} log lines")
+    red = rec.get("redis")
+    if red is None:
+        return out
+    watched = BY_KEY[rec["setup"]].watched
+    if {red["numsub_before"], red["numsub_after"]} != {watched}:
+        out.append(f"subscribers {red['numsub_before']}-{red['numsub_after']}, not {watched}")
+    if round(red["copies_from_bytes"]) != red["numsub_after"]:
+        out.append(f"{red['copies_from_bytes']:.2f} copies")
+    if red["catch_up_reads"]:
+        out.append(f"{red['catch_up_reads']} catch-up reads")
+    if check["events"] != red["events"]:
+        out.append(f"viewers saw {check['events']} of {red['events']} events")
+    heard = rec["events_heard"]
+    want = [red["events"] if n else 0 for n in rec["viewers_per_instance"]]
+    if None not in heard and heard != want:
+        out.append(f"events heard {heard}, not {want}")
     return out
 
 
@@ -472,8 +495,10 @@ def redis_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def summary(rec: dict[str, Any]) -> str:
+def summary(rec: dict[str, Any], redis_cpu: int) -> str:
     """One line about one measured turn."""
+    if "error" in rec:
+        return f"FAILED: {rec['error']}; " + " | ".join(rec["log"][:5])
     red, check = rec.get("redis"), rec["check"]
     line = (
         f"{rec['rate']:,.0f} deliveries/s, p50 {_ms(rec['p50'])} p99 {_ms(rec['p99'])} ms, "
@@ -485,26 +510,68 @@ def summary(rec: dict[str, Any]) -> str:
     if red:
         line += (
             f"; {red['events']} events x {red['numsub_after']} subscribers, copies from bytes "
-            f"{red['copies_from_bytes']:.2f}, catch-up reads {red['catch_up_reads']}"
+            f"{red['copies_from_bytes']:.2f}, heard {rec['events_heard']}"
         )
-    flags = _flags(rec, 0)
+    flags = _flags(rec, redis_cpu)
     return line + (f" [{'; '.join(flags)}]" if flags else "")
+
+
+def _findings(records: list[dict[str, Any]]) -> str:
+    """The summary's bullets: the three properties, turn by turn."""
+    turns = len(records)
+    shared = [r for r in records if "redis" in r]
+    per_event = sum(r["redis"]["messages_per_event"] == BY_KEY[r["setup"]].watched for r in shared)
+    copies = [r["redis"]["copies_from_bytes"] for r in shared]
+    agree = sum(
+        round(r["redis"]["copies_from_bytes"]) == r["redis"]["numsub_after"] for r in shared
+    )
+    heard = [r for r in shared if None not in r["events_heard"]]
+    heard_ok = sum(
+        r["events_heard"] == [r["redis"]["events"] if n else 0 for n in r["viewers_per_instance"]]
+        for r in heard
+    )
+    catch_up = sum(r["redis"]["catch_up_reads"] for r in shared)
+    whole = sum(r["check"]["gaps"] == 0 and r["check"]["texts"] == 1 for r in records)
+    lines = [
+        f"- **Redis messages per event = instances with viewers** in {per_event} of "
+        f"{len(shared)} turns through Redis (3 with viewers: 3; 2 of 3 with viewers: 2). "
+        f"Counted from Redis's output bytes instead: {min(copies, default=0):.2f} to "
+        f"{max(copies, default=0):.2f} copies per turn, the nearest whole number matching "
+        f"in {agree} of {len(shared)}.",
+        f"- **Each instance's own count** (`fanout_broker_events_heard_total`): every event once "
+        f"on each instance with viewers, none on the other, in {heard_ok} of {len(heard)} turns"
+        if heard
+        else "- **Each instance's own count**: not exposed by `/metrics`",
+        f"  ({len(shared) - len(heard)} turns without the metric). Replicas reading the "
+        f"stream to catch up during a measured turn: {catch_up} reads in all.",
+        f"- **One upstream request per prompt** in "
+        f"{sum(r['requests'] == 1 for r in records)} of {turns} turns.",
+        f"- **Every viewer rebuilt the same text with no gap** in {whole} of {turns} turns.",
+    ]
+    return "\n".join(lines)
 
 
 def render(saved: dict[str, Any]) -> str:
     """The whole markdown page."""
-    plan, info, records = saved["plan"], saved["machine"], saved["records"]
+    plan, info = saved["plan"], saved["machine"]
+    records = [r for r in saved["records"] if "error" not in r]
+    failed = [r for r in saved["records"] if "error" in r]
     cpu = plan["redis_cpu"]
     sizes = ", ".join(f"{n:,}" for n in plan["sizes"])
-    turns = len(records)
-    requests_ok = sum(r["requests"] == 1 for r in records)
-    whole_ok = sum(r["check"]["gaps"] == 0 and r["check"]["texts"] == 1 for r in records)
-    per_event = [(r["setup"], r["redis"]["messages_per_event"]) for r in records if "redis" in r]
-    matched = sum(BY_KEY[k].watched == n for k, n in per_event)
-    copies = [r["redis"]["copies_from_bytes"] for r in records if "redis" in r]
-    logs = sorted({ln for r in records for ln in r["log"]})
-    log_text = "\n".join(f"    {ln}" for ln in logs[:20]) if logs else "    (none)"
+    logs = sorted({ln for r in saved["records"] for ln in r["log"]})
+    log_text = "\n".join(f"    {ln}" for ln in logs[:20]) if logs else "None."
+    failures = "\n".join(
+        f"- {r['mode']} {r['viewers']:,} {r['setup']} round {r['round'] + 1}: {r['error']}"
+        for r in failed
+    )
     packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    pinned = (
+        f"yes: the fanout instances on CPU 0, redis-server on CPU {cpu}, the mock upstreams "
+        "and the load generator on CPU 1"
+        if info["pinned"]
+        else "no (taskset missing, or one CPU)"
+    )
+    rate, burst, paced = f"{plan['paced_rate']:g}", plan["burst_tokens"], plan["paced_tokens"]
     return f"""# Scale-out benchmark: instances sharing a room through Redis
 
 Three fanout instances share one room through a real redis-server: N viewers of the room are
@@ -516,13 +583,8 @@ Redis sends it to every instance that listens to the room. Generated by
 
 ## Summary
 
-- Redis messages per event equal the number of instances with viewers in {matched} of
-  {len(per_event)} turns (3 instances with viewers: 3; one instance without viewers: 2).
-  Counted independently from Redis's output bytes: {min(copies, default=0):.2f} to
-  {max(copies, default=0):.2f} copies of each turn's messages (see below).
-- One upstream request per prompt in {requests_ok} of {turns} turns.
-- Every viewer rebuilt the same text with no gap in {whole_ok} of {turns} turns.
-
+{_findings(records)}
+{f"{chr(10)}Failed measurements:{chr(10)}{chr(10)}{failures}{chr(10)}" if failed else ""}
 ## Machine and placement
 
 | | |
@@ -531,17 +593,19 @@ Redis sends it to every instance that listens to the room. Generated by
 | kernel, Python | Linux {info["kernel"]}, Python {info["python"]} |
 | fanout | commit {info["revision"]} |
 | packages | {packages} |
-| pinning | {"yes" if info["pinned"] else "no (taskset missing or one CPU)"}: the fanout \
-instances on CPU 0, redis-server on CPU {cpu}, the mock upstreams and the load generator on \
-CPU 1 |
+| pinning | {pinned} |
 | network | loopback only |
 | load average (1/5/15 min) | before {info["load_before"]}, after {info["load_after"]} |
 | run time | {info["seconds"] / 60:.1f} min: `{info["command"]}` |
 
-With two cores this cannot show instances adding capacity: all three share CPU 0, so their
-deliveries/s is one core's, like a single instance's (the last setup of each table). What it
-shows is what sharing a room through Redis costs, and that it stays correct under load.
-redis-server runs on CPU {cpu}, {PLACEMENT[cpu]}
+With two cores this cannot show instances adding capacity: the three instances share CPU 0,
+so together they deliver what one core can, as the single instance does (the `memory://`
+rows). What it shows is what sharing a room through Redis costs on that core, and that it
+stays correct under load. redis-server runs on CPU {cpu}, {PLACEMENT[cpu]} Its CPU use is in
+the tables: a few percent of a core at most, since it handles one write and a few copies
+per event, never one per viewer. Other engineers use this machine too; "CPU 0 shared" in
+the notes means CPU 0 was busier than the deployment (its processes and the kernel's
+network thread) by 10% of a core or more.
 
 ## Commands
 
@@ -550,49 +614,57 @@ make bench                          # bench.run, then this page
 python -m bench.scale_out           # this page and bench/scale_out.json
 python -m bench.scale_out --quick   # smoke run: tiny numbers, one round, prints only
 python -m bench.scale_out --sizes 600 --setups 3of3,2of3 --modes paced --rounds 1 --out x.md
+python -m bench.scale_out --redis-cpu 1   # redis-server on the load generator's core
 ```
 
-Processes, each started fresh for every measured turn except Redis and the mocks:
+What it starts (Redis and the two mocks once; the instances afresh for every measured turn):
 
 ```sh
 taskset -c {cpu} redis-server --port R --bind 127.0.0.1 --save '' --appendonly no
-taskset -c 1 python -m server mock-upstream --port M --tokens-per-second 0 --ttft 0   # burst
-taskset -c 1 python -m server mock-upstream --port M2 --tokens-per-second \
-{plan["paced_rate"]:g} --ttft 0  # paced
-FANOUT_SERVER_LOG_LEVEL=warning taskset -c 0 python -m server serve --port P1 \
-    --upstream-url http://127.0.0.1:M/v1 --model mock --broker redis://127.0.0.1:R/0
-# ... and P2, P3 alike; the memory:// baseline is one instance without --broker
+taskset -c 1 python -m server mock-upstream --port M1 --tokens-per-second 0 --ttft 0
+taskset -c 1 python -m server mock-upstream --port M2 --tokens-per-second {rate} --ttft 0
+# three instances (P1, P2, P3) on the burst mock (M1) or the paced one (M2):
+FANOUT_SERVER_LOG_LEVEL=warning taskset -c 0 python -m server serve --port P1 \\
+    --upstream-url http://127.0.0.1:M1/v1 --model mock --broker redis://127.0.0.1:R/0
+# the baseline: one instance, the same command without --broker (memory://)
 ```
+
+No `OPENAI_API_KEY` is set: with `--upstream-url` the instances need none. Everything else
+is `config.toml`'s default (`broker.key_prefix = "fanout"`, `broker.lease_seconds = 5`).
 
 ## How it is measured
 
-- **Rounds**: {plan["rounds"]}; sizes {sizes} viewers in all (spread evenly over the
-  instances with viewers), each with a fresh set of instances and a fresh room. Each
-  round runs every size and setup in turn; tables give the median (min-max).
-- **Turns**: a warm-up answer of 20 tokens, then the measured one: *burst*, `mock-stamp-\
-{plan["burst_tokens"]}` written by the mock as fast as it can; *paced*, `mock-stamp-\
-{plan["paced_tokens"]}` at {plan["paced_rate"]:g} tokens/s. Each token is the mock's send
-  time, so latency is receipt minus stamp (same clock), one viewer in ten being a probe (as
-  in docs/benchmarks.md); deliveries/s = tokens received by all viewers / (last receipt -
-  first receipt).
-- **Whole, one text**: every viewer keeps the measured turn's frames; afterwards each
-  viewer's text is rebuilt from its deltas (merged ones included, via `first_seq`) and its
-  seqs checked: `turn.start`, then every seq exactly once and in order, then `turn.end`.
+- **Rounds**: {plan["rounds"]}. Each round runs every answer, size ({sizes} viewers in all,
+  spread evenly over the instances with viewers) and setup in turn, each on fresh
+  instances and a fresh room. Tables give the median (min-max) over the rounds.
+- **Answers**: after a warm-up answer of 20 tokens, the measured one: *burst*,
+  `mock-stamp-{burst}` written as fast as the mock can; *paced*, `mock-stamp-{paced}` at
+  {rate} tokens/s. Each token carries the mock's send time, so latency is receipt time minus
+  stamp (same clock); one viewer in ten is a probe that reads every frame as it comes, as in
+  `docs/benchmarks.md`. In the burst, latency is mostly queueing: the whole answer arrives
+  at once. Deliveries/s = tokens received by all viewers / (last receipt - first receipt).
+  The producer is instance 1 (its viewers get each event when Redis has stored it); the
+  other instances' viewers get it from Redis's pub/sub: the p99 columns split them.
+- **Whole, one text**: every viewer keeps the measured turn's frames; afterwards each one's
+  text is rebuilt from its deltas (merged deltas included, via `first_seq`) and its seqs
+  checked: `turn.start`, every seq exactly once and in order, `turn.end`. All texts must be
+  identical.
 - **Upstream requests**: the mock's own count (`GET /v1/_stats`) around the measured turn.
-- **Redis**, read before and after the measured turn: the room's seq (events stored),
-  `INFO commandstats` (XADD and PUBLISH calls, scripts' own included; XRANGE calls are
-  replicas catching up by reading the stream instead of the live feed), `PUBSUB NUMSUB` of
-  the room's channel `fanout:{{room}}`. Redis counts no per-message deliveries, so messages
-  sent = events x subscribers. As an independent check, the growth of
-  `total_net_output_bytes` is divided by the bytes ONE subscriber receives for the turn's
-  events (each `E epoch kind seq data` payload as a RESP2 `message` push): the number of
-  copies Redis wrote. It runs slightly above the subscriber count, since the same counter
-  also holds the replies to the producer's scripts and to this benchmark's reads.
-- **Per-instance count**: each instance counts the events it heard from Redis, but does not
-  expose the count (no `/metrics` series yet), so that column says so.
-- **The setup with viewers on 2 of 3 instances**: the third instance's viewers (1% of N)
-  watch the warm-up and leave before the measured turn, so it must have stopped listening to
-  the room: the subscriber count has to drop to 2.
+- **Redis**, read just before the prompt and after the last viewer saw `turn.end`: the
+  room's seq (events stored), `INFO commandstats` (XADD and PUBLISH calls, those of the
+  Lua scripts included; XRANGE calls are replicas catching up by reading the stream instead
+  of the live feed) and `PUBSUB NUMSUB` of the room's channel `fanout:{{room}}`. Redis
+  counts no deliveries of pub/sub messages, so messages sent = events x subscribers. As an
+  independent check, the growth of `total_net_output_bytes` (less the replies to the
+  benchmark's own reads, which it reads in RESP directly to know their size) is divided by
+  the bytes ONE subscriber receives for the turn (each `E epoch kind seq data` payload as a
+  RESP2 `message`): the copies Redis wrote. It runs a little above the subscriber count
+  because the counter also holds the replies to the producer's own writes.
+- **Each instance's count**: the events it heard on pub/sub, from its `/metrics`
+  (`fanout_broker_events_heard_total`) before and after the turn, when it exposes it.
+- **Viewers on 2 of 3 instances**: the third instance's viewers (1% of N) watch the warm-up
+  and leave before the measured turn, so that instance must also have stopped listening to
+  the room (subscriptions are reference counted): the subscriber count has to drop to 2.
 
 ## Burst: deliveries
 
@@ -603,6 +675,9 @@ FANOUT_SERVER_LOG_LEVEL=warning taskset -c 0 python -m server serve --port P1 \
 {deliveries_table(records, "paced", cpu)}
 
 ## Redis per measured turn
+
+Events are the turn's `turn.start`, deltas and `turn.end`. "Per event" is the channel's
+subscriber count (the instances listening) over the turn; "copies" is counted from bytes.
 
 {redis_table(records)}
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from ..core.errors import BrokerError
 from ..core.room import TurnKind
 from ..core.types import RoomName
 
@@ -64,12 +65,12 @@ class Claim:
     turn: str | None = None
 
 
-class Fenced(Exception):
+class Fenced(BrokerError):
     """A write was refused: the lease is lost, the seq is not the next one, or the epoch
     changed. Nothing of it was stored or published."""
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(BrokerError):
     """The broker could not be reached in time."""
 
 

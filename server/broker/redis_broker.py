@@ -39,6 +39,7 @@ from .memory import PROMPT_ID_SECONDS
 log = logging.getLogger(__name__)
 
 RECONNECT_MAX_SECONDS = 5.0
+SUBSCRIBE_WAIT_SECONDS = 2.0
 ROOM_TTL_SECONDS = 7 * 86400
 
 
@@ -95,6 +96,8 @@ class RedisBroker(Broker):
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._active: set[str] = set()  # channels Redis confirmed on the live connection
+        self._active_changed = asyncio.Event()
 
     # --- keys ------------------------------------------------------------------------------
 
@@ -136,10 +139,19 @@ class RedisBroker(Broker):
         await self._redis.aclose()
 
     async def listen(self, room: RoomName) -> None:
+        """Subscribe (the first time) and return once Redis confirmed the subscription, so
+        nothing published after this returns is missed (bounded: a Redis that does not
+        answer leaves the hub to read what it missed later)."""
         count = self._listening.get(room, 0)
         self._listening[room] = count + 1
+        channel = self._channel(room)
         if count == 0:
-            await self._subscribe(self._channel(room), subscribe=True)
+            await self._subscribe(channel, subscribe=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SUBSCRIBE_WAIT_SECONDS):
+                while channel not in self._active and room in self._listening:
+                    self._active_changed.clear()
+                    await self._active_changed.wait()
 
     async def unlisten(self, room: RoomName) -> None:
         count = self._listening.get(room, 0) - 1
@@ -183,22 +195,33 @@ class RedisBroker(Broker):
         while not self._listening:  # nothing to subscribe to: PubSub needs a channel
             self._wake.clear()
             await self._wake.wait()
+        self._active.clear()
         pubsub = self._redis.pubsub()
         channels = [self._channel(room) for room in self._listening]
         await pubsub.subscribe(*channels)
         self._pubsub = pubsub
         if reconnected:
             log.info("redis pub/sub back: %d room(s) subscribed", len(channels))
-            if self._listener is not None:
-                self._listener.on_reconnect()
+        if self._listener is not None:
+            self._listener.on_reconnect()  # read what was published while not subscribed
         while True:
             if pubsub.connection is None or not pubsub.subscribed:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message.get("type") == "message":
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind == "message":
                 self._dispatch(_text(message["channel"]), message["data"])
+            elif kind in ("subscribe", "unsubscribe"):
+                channel = _text(message["channel"])
+                if kind == "subscribe":
+                    self._active.add(channel)
+                else:
+                    self._active.discard(channel)
+                self._active_changed.set()
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         listener = self._listener
