@@ -20,11 +20,13 @@ import datetime
 import functools
 import json
 import math
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,7 @@ EVENTS_HEARD = "fanout_broker_events_heard_total"
 IDLE_SECONDS = 3.0  # a turn during which nothing arrives for this long has stopped
 DRAIN_SECONDS = 10.0
 PACED_GRACE = 6.0
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")  # a log line's time
 STOP_SECONDS = 10.0  # an instance still running this long after SIGTERM is killed
 SATURATED = 0.90  # a generator (process or core) this busy limits what it measures
 PLACEMENT = {
@@ -134,7 +137,11 @@ class Cluster:
         return [v for own in self.viewers for v in own]
 
     async def connect(self, count: int, on: list[int]) -> list[RecordingViewer]:
-        """Connect ``count`` viewers spread evenly over the instances ``on``."""
+        """Connect ``count`` viewers spread evenly over the instances ``on``.
+
+        Each instance's first viewer joins before the others: its join opens the room there
+        (subscribes to its channel and loads it), and joins that raced it were refused.
+        """
         new: list[RecordingViewer] = []
         jobs: list[Callable[[], Awaitable[None]]] = []
         for i in range(count):
@@ -143,7 +150,9 @@ class Cluster:
             self.viewers[k].append(viewer)
             new.append(viewer)
             jobs.append(functools.partial(viewer.connect, "127.0.0.1", self.ports[k], self.path))
-        await _bounded(jobs, concurrency=CONNECT_CONCURRENCY, timeout=30 + count / 50)
+        first = len(on)
+        await _bounded(jobs[:first], concurrency=first, timeout=30)
+        await _bounded(jobs[first:], concurrency=CONNECT_CONCURRENCY, timeout=30 + count / 50)
         return new
 
     async def hang_up(self, viewers: list[RecordingViewer]) -> None:
@@ -184,8 +193,9 @@ class Cluster:
                 await asyncio.to_thread(proc.popen.wait, STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 self.logs.append(f"instance {i + 1}: still running {STOP_SECONDS:g}s after SIGTERM")
-            lines = [ln for ln in proc.log_tail(200_000).splitlines() if ln.strip()]
-            self.logs += [f"instance {i + 1}: {ln}" for ln in lines if "serving on" not in ln]
+            lines = [_STAMP.sub("", ln) for ln in proc.log_tail(200_000).splitlines()]
+            kept = [ln for ln in lines if ln.strip() and "serving on" not in ln]
+            self.logs += [f"instance {i + 1}: {ln}" for ln in kept]
             proc.stop()
 
 
@@ -338,11 +348,12 @@ async def _run(plan: Plan, setups: list[Setup], modes: list[str]) -> list[dict[s
     mocks: dict[str, Upstream] = {}
     records: list[dict[str, Any]] = []
     connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=30)
     try:
         await redis.ready()
         mocks["burst"] = await start_mock(0.0)
         mocks["paced"] = await start_mock(plan.paced_rate)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             for rnd in range(plan.rounds):
                 for mode in modes:
                     for size in plan.sizes:
@@ -558,8 +569,10 @@ def render(saved: dict[str, Any]) -> str:
     failed = [r for r in saved["records"] if "error" in r]
     cpu = plan["redis_cpu"]
     sizes = ", ".join(f"{n:,}" for n in plan["sizes"])
-    logs = sorted({ln for r in saved["records"] for ln in r["log"]})
-    log_text = "\n".join(f"    {ln}" for ln in logs[:20]) if logs else "None."
+    logs = Counter(ln.split(": ", 1)[1] for r in saved["records"] for ln in r["log"])
+    log_text = (
+        "\n".join(f"    {n:4} x  {ln}" for ln, n in logs.most_common(30)) if logs else "None."
+    )
     failures = "\n".join(
         f"- {r['mode']} {r['viewers']:,} {r['setup']} round {r['round'] + 1}: {r['error']}"
         for r in failed

@@ -30,6 +30,7 @@ from .clients import Crowd, Tally, WireClient
 from .harness import percentiles
 from .procs import free_port, pinning
 
+READ_SECONDS = 10.0
 _KEPT = (b'{"type":"turn.start"', b'{"type":"delta"', b'{"type":"turn.end"')
 
 
@@ -215,13 +216,20 @@ class RedisCounters:
         channel = f"{prefix}:{{{room}}}"
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            stats, used = await _command(reader, writer, "INFO", "stats")
-            commands, more = await _command(reader, writer, "INFO", "commandstats")
-            numsub, more2 = await _command(reader, writer, "PUBSUB", "NUMSUB", channel)
-            seq, more3 = await _command(reader, writer, "HGET", f"{channel}:meta", "seq")
+            async with asyncio.timeout(READ_SECONDS):
+                return await RedisCounters._read(reader, writer, channel)
         finally:
             writer.close()
             await writer.wait_closed()
+
+    @staticmethod
+    async def _read(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, channel: str
+    ) -> RedisCounters:
+        stats, used = await _command(reader, writer, "INFO", "stats")
+        commands, more = await _command(reader, writer, "INFO", "commandstats")
+        numsub, more2 = await _command(reader, writer, "PUBSUB", "NUMSUB", channel)
+        seq, more3 = await _command(reader, writer, "HGET", f"{channel}:meta", "seq")
         calls = {}
         for line in commands.decode().splitlines():
             if line.startswith("cmdstat_"):

@@ -14,26 +14,20 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .broker.base import Broker, BrokerUnavailable, Fenced, Record
+from .broker.base import Broker, BrokerUnavailable, Record
 from .broker.memory import MemoryBroker, MemoryStore
-from .core.codec import encode
 from .core.errors import ClientError
-from .core.messages import (
-    PromptRequest,
-    SequencedEvent,
-    ServerMessage,
-    TurnEnd,
-    TurnStart,
-)
-from .core.presence import PresenceGate
-from .core.room import RoomLimits, RoomState, StoredRoom, TurnKind, TurnStarted
+from .core.messages import PromptRequest, SequencedEvent, TurnEnd
+from .core.room import RoomLimits, RoomState, TurnKind, TurnStarted
 from .core.types import RoomName, TurnId
-from .core.wire_events import event_from_wire, load_object, stored_turn, turn_from_store
+from .replicas import Replicas
+from .rooms import Room, TurnLost
 from .subscriber import SLOW_CONSUMER, Subscriber
+from .turn_writes import TurnWrites
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -41,11 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Close code for subscribers whose room lost history they had seen (the broker was wiped or
-# rolled back): PROTOCOL.md's 1011, "reconnect with backoff"; the resume gets a snapshot.
-HISTORY_LOST = 1011
-CLAIM_ATTEMPTS = 4
-SYNC_RETRY_MAX_SECONDS = 5.0
+__all__ = ["Hub", "HubLimits", "Room", "TurnLost", "TurnStarter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,67 +44,6 @@ class HubLimits:
 
     max_rooms: int = 10_000
     max_subscribers: int = 0
-
-
-class TurnLost(Exception):
-    """This instance may no longer publish the turn (its lease was lost or refused)."""
-
-
-class Room:
-    """One room on this instance: the replicated state plus everything that does I/O for it."""
-
-    def __init__(self, state: RoomState, hub: Hub, metrics: Metrics | None = None) -> None:
-        self.state = state
-        self.hub = hub
-        self.metrics = metrics
-        self.subscribers: set[Subscriber] = set()
-        self.task: asyncio.Task[None] | None = None
-        self.presence = PresenceGate()
-        self.presence_timer: asyncio.TimerHandle | None = None
-        self.idle_since = time.monotonic()
-        # Replication (see Hub): the lease's fence while this instance produces a turn, the
-        # last seq local subscribers got, the other instances' viewers.
-        self.fence = 0
-        self.lease_task: asyncio.Task[None] | None = None
-        self.delivered = state.seq
-        self.remote_viewers = 0
-        self.listening = False
-        self.loaded = False
-        self.lock = asyncio.Lock()  # loading and catching up, one at a time
-        self.commit_lock = asyncio.Lock()  # this instance's writes, in the order made
-        self.sync_task: asyncio.Task[None] | None = None
-        self.sync_again = False
-        self.reload = False
-        self.last_event_at = time.monotonic()
-        self.viewers_task: asyncio.Task[None] | None = None
-        self.viewers_dirty = False
-        # Writes made here but not stored yet: joiners wait for them (``Hub.open``), so no
-        # snapshot shows what the broker may still refuse. ``busy``: prompts and cancels
-        # under way, which keep the room listened to.
-        self.pending = 0
-        self.settled = asyncio.Event()
-        self.settled.set()
-        self.busy = 0
-
-    @property
-    def viewers(self) -> int:
-        """Viewers on every instance (this one's are exact, the others' as last heard)."""
-        return self.state.viewers + self.remote_viewers
-
-    def publish(
-        self, events: Iterable[ServerMessage], encoded: Sequence[bytes] | None = None
-    ) -> None:
-        """Encode each event once (unless ``encoded`` has it) and queue it for every
-        subscriber."""
-        started = time.perf_counter()
-        for position, event in enumerate(events):
-            data = encode(event) if encoded is None else encoded[position]
-            for sub in self.subscribers:
-                sub.send(event, data)
-            if self.metrics is not None and type(event) is TurnEnd:
-                self.metrics.turns.labels(event.status).inc()
-        if self.metrics is not None:
-            self.metrics.publish.observe(time.perf_counter() - started)
 
 
 class Hub:
@@ -139,6 +68,8 @@ class Hub:
         self.broker = broker or MemoryBroker(
             MemoryStore(room_limits.retained_events, keep), "local"
         )
+        self.replicas = Replicas(self.rooms, self.broker, room_limits, secrets_)
+        self.writes = TurnWrites(self.broker, self.replicas)
         self._upkeep: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -194,7 +125,7 @@ class Hub:
             room.listening = True
             try:
                 await self.broker.listen(name)
-                await self._sync_now(room)
+                await self.replicas.sync_now(room)
                 room.remote_viewers = max(0, await self.broker.viewers(name) - room.state.viewers)
             except BrokerUnavailable as exc:
                 room.listening = False
@@ -290,6 +221,22 @@ class Hub:
             room.remote_viewers = remote
             self._presence_changed(room)
 
+    def on_record(self, name: RoomName, epoch: str, record: Record) -> None:
+        """A live record (broker callback): see ``Replicas.on_record``."""
+        self.replicas.on_record(name, epoch, record)
+
+    def on_reconnect(self) -> None:
+        """The broker's live feed is back (broker callback): see ``Replicas.on_reconnect``."""
+        self.replicas.on_reconnect()
+
+    async def commit(self, room: Room, events: Sequence[SequencedEvent]) -> None:
+        """Store events this instance made, then publish them here (``TurnWrites.commit``).
+
+        Raises:
+            TurnLost: the broker refused them; the turn must stop here.
+        """
+        await self.writes.commit(room, events)
+
     def on_presence(self, name: RoomName) -> None:
         """Another instance's viewer count changed (broker callback)."""
         room = self.rooms.get(name)
@@ -301,235 +248,7 @@ class Hub:
             total = await self.broker.viewers(room.state.name)
             self._remote_viewers(room, total - room.state.viewers)
 
-    # --- events from the broker ------------------------------------------------------------
-
-    def on_record(self, name: RoomName, epoch: str, record: Record) -> None:
-        """A live record (broker callback): apply it in order, or read what is missing."""
-        room = self.rooms.get(name)
-        if room is None or not room.loaded or not room.listening:
-            return
-        state = room.state
-        if room.sync_task is not None:
-            room.sync_again = True  # the running catch-up reads it
-        elif epoch != state.epoch:
-            self._need_sync(room, reload=True)
-        elif record.seq == state.seq + 1:
-            self._apply_records(room, (record,))
-        elif record.seq > state.seq:
-            self._need_sync(room)
-
-    def on_reconnect(self) -> None:
-        """The broker's live feed was down: read what every listening room missed."""
-        for room in self.rooms.values():
-            if room.listening and room.loaded:
-                self._need_sync(room)
-
-    def _apply_records(self, room: Room, records: Iterable[Record]) -> None:
-        state = room.state
-        for record in records:
-            if record.seq <= state.seq:
-                continue
-            try:
-                event = event_from_wire(load_object(record.data))
-                state.apply(event, time.time(), record.kind)
-            except ValueError as exc:
-                log.warning("room %s: unreadable record %d: %s", state.name, record.seq, exc)
-                self._need_sync(room, reload=True)
-                return
-            self._deliver(room, (event,), (record.data,))
-            if isinstance(event, TurnEnd) and room.task is not None and room.fence:
-                log.info(
-                    "room %s: turn %s ended elsewhere (%s)", state.name, event.turn, event.status
-                )
-                room.fence = 0
-                room.task.cancel()
-
-    def _deliver(
-        self, room: Room, events: Sequence[SequencedEvent], encoded: Sequence[bytes]
-    ) -> None:
-        room.publish(events, encoded)
-        room.delivered = events[-1].seq
-        room.last_event_at = time.monotonic()
-
-    def _need_sync(self, room: Room, *, reload: bool = False) -> None:
-        room.reload = room.reload or reload
-        if room.sync_task is None:
-            room.sync_task = asyncio.create_task(self._sync_loop(room))
-        else:
-            room.sync_again = True
-
-    async def _sync_loop(self, room: Room) -> None:
-        delay = 0.1
-        try:
-            while room.listening:
-                room.sync_again = False
-                try:
-                    await self._sync_now(room)
-                except BrokerUnavailable as exc:
-                    log.info(
-                        "room %s: catch-up failed (%s); again in %.1fs", room.state.name, exc, delay
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, SYNC_RETRY_MAX_SECONDS)
-                    room.sync_again = True
-                if not room.sync_again:
-                    break
-        finally:
-            room.sync_task = None
-
-    async def _sync_now(self, room: Room) -> None:
-        """Catch the replica up with the broker (load it on first use or when lost)."""
-        async with room.lock:
-            state = room.state
-            if room.reload or not room.loaded:
-                await self._reload(room)
-                return
-            if room.fence:
-                return  # this instance holds the lease: it is the room's only writer
-            records = await self.broker.read(state.name, state.epoch, state.seq)
-            if records is None:
-                await self._reload(room)
-            else:
-                self._apply_records(room, records)
-
-    async def _reload(self, room: Room) -> None:
-        """Rebuild the room from the broker; local subscribers get what they missed, or
-        are closed to resume (a snapshot) when their history is gone."""
-        old = room.state
-        loaded = await self.broker.load(old.name, secrets.token_hex(6))
-        now = time.time()
-        ended = []
-        for data in loaded.ended:
-            try:
-                ended.append(turn_from_store(data))
-            except ValueError as exc:
-                log.warning("room %s: unreadable stored turn: %s", old.name, exc)
-        events: list[tuple[SequencedEvent, TurnKind]] = []
-        encoded: dict[int, bytes] = {}
-        for record in loaded.records:
-            try:
-                events.append((event_from_wire(load_object(record.data)), record.kind))
-            except ValueError as exc:
-                log.warning("room %s: unreadable record %d: %s", old.name, record.seq, exc)
-                events.clear()  # keep only what follows it: the log must be consecutive
-                continue
-            encoded[record.seq] = record.data
-        stored = StoredRoom(loaded.seq, loaded.turn_count, ended, events, now)
-        state = RoomState.restore(old.name, loaded.epoch, stored, self.room_limits, self._secrets)
-        state.viewers = old.viewers
-        room.state, room.reload = state, False
-        first_load, room.loaded = not room.loaded, True
-        if room.task is not None and room.fence and state.streaming_turn is None:
-            room.fence = 0
-            room.task.cancel()
-        if first_load or not room.subscribers:
-            room.delivered = state.seq
-            return
-        log.info(
-            "room %s: reloaded from the broker (epoch %s, seq %d)", old.name, state.epoch, state.seq
-        )
-        replay = state.resume(old.epoch, room.delivered) if state.epoch == old.epoch else None
-        if replay is None:
-            log.warning(
-                "room %s: history seen by %d subscriber(s) is gone; closing them to resume",
-                old.name,
-                len(room.subscribers),
-            )
-            for sub in tuple(room.subscribers):
-                sub.close(HISTORY_LOST, "room history was lost; resume")
-            room.delivered = state.seq
-        elif replay:
-            self._deliver(room, replay, [encoded.get(e.seq) or encode(e) for e in replay])
-        room.last_event_at = time.monotonic()
-
     # --- this instance's writes ------------------------------------------------------------
-
-    async def commit(
-        self, room: Room, events: Sequence[SequencedEvent], *, prompt_id: str | None = None
-    ) -> None:
-        """Store events this instance made (holding the lease), then publish them here.
-
-        Raises:
-            TurnLost: the broker refused them (lease lost, epoch changed) or stayed down for
-                the lease's length; the room reloads from the broker.
-        """
-        state = room.state
-        first, last = events[0], events[-1]
-        kind = state.turn_kind(TurnId(first.turn))
-        encoded = [encode(e) for e in events]
-        records = [Record(e.seq, d, kind) for e, d in zip(events, encoded, strict=True)]
-        started = (first.turn, prompt_id) if isinstance(first, TurnStart) else None
-        ended = None
-        if isinstance(last, TurnEnd):
-            view = state.turn_view(TurnId(last.turn))
-            assert view is not None, "a turn that just ended is retained"
-            ended = stored_turn(view, kind)
-        room.pending += 1
-        room.settled.clear()
-        try:
-            await self._append(room, records, started, ended)
-        finally:
-            room.pending -= 1
-            if not room.pending:
-                room.settled.set()
-        if ended is not None:
-            room.fence = 0
-        self._deliver(room, events, encoded)
-
-    async def _append(
-        self,
-        room: Room,
-        records: Sequence[Record],
-        started: tuple[str, str | None] | None,
-        ended: bytes | None,
-    ) -> None:
-        """Store records in the order they were made; retry while the broker is down, for
-        as long as the lease would last."""
-        state = room.state
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.broker.lease_seconds
-        async with room.commit_lock:
-            while True:
-                try:
-                    await self.broker.append(
-                        state.name, state.epoch, room.fence, records, started=started, ended=ended
-                    )
-                    return
-                except Fenced as exc:
-                    self._lost(room, str(exc))
-                    raise TurnLost(str(exc)) from exc
-                except BrokerUnavailable as exc:
-                    if loop.time() >= deadline:
-                        self._lost(room, str(exc))
-                        raise TurnLost(str(exc)) from exc
-                    await asyncio.sleep(0.2)
-
-    def _lost(self, room: Room, why: str) -> None:
-        log.warning(
-            "room %s: a write was refused (%s); reloading from the broker", room.state.name, why
-        )
-        room.fence = 0
-        self._need_sync(room, reload=True)
-
-    async def _claim(self, room: Room, request: PromptRequest) -> int | TurnStarted:
-        """Take the room's turn lease: its fence, or the turn the prompt's id started."""
-        for _ in range(CLAIM_ATTEMPTS):
-            state = room.state
-            claim = await self.broker.claim(state.name, state.epoch, state.seq, request.id)
-            if claim.status == "ok":
-                return claim.fence
-            if claim.status == "known" and claim.turn is not None:
-                return TurnStarted(turn=TurnId(claim.turn), seq=claim.seq, event=None)
-            if claim.status == "busy":
-                break
-            if claim.status == "orphan" and claim.turn is not None:
-                await self._end_orphan(room, claim.turn)
-            else:  # stale or epoch: catch up, then try again
-                room.reload = room.reload or claim.status == "epoch"
-                await self._sync_now(room)
-        raise ClientError(
-            "turn_in_progress", "a turn is already streaming", ref=request.id, temporary=True
-        )
 
     async def submit(
         self,
@@ -575,7 +294,7 @@ class Hub:
             raise ClientError(
                 "turn_in_progress", "a turn is already streaming", ref=request.id, temporary=True
             )
-        claimed = await self._claim(room, request)
+        claimed = await self.writes.claim(room, request)
         if isinstance(claimed, TurnStarted):
             return claimed
         state = room.state
@@ -594,7 +313,7 @@ class Hub:
             await self.broker.release(state.name, claimed)
             return started
         room.fence = claimed
-        await self.commit(room, (started.event,), prompt_id=request.id)
+        await self.writes.commit(room, (started.event,), prompt_id=request.id)
         log.info("room %s: turn %s started (seq %d)", state.name, started.turn, started.seq)
         assert self._runner is not None, "attach_runner() first"
         room.task = asyncio.create_task(
@@ -604,7 +323,7 @@ class Hub:
             name=f"turn-{started.turn}",
         )
         room.task.add_done_callback(lambda _: self._turn_done(room))
-        room.lease_task = asyncio.create_task(self._keep_lease(room, claimed))
+        room.lease_task = asyncio.create_task(self.writes.keep_lease(room, claimed))
         return started
 
     def _turn_done(self, room: Room) -> None:
@@ -613,22 +332,6 @@ class Hub:
             room.lease_task.cancel()
             room.lease_task = None
         self._maybe_unlisten(room)
-
-    async def _keep_lease(self, room: Room, fence: int) -> None:
-        """Renew the lease while the turn streams; a lost lease stops the turn here."""
-        while room.fence == fence:
-            await asyncio.sleep(self.broker.lease_seconds / 3)
-            try:
-                kept = await self.broker.renew(room.state.name, fence)
-            except BrokerUnavailable as exc:
-                log.info("room %s: lease not renewed: %s", room.state.name, exc)
-                continue
-            if not kept and room.fence == fence:
-                log.warning("room %s: the turn lease was lost; stopping the turn", room.state.name)
-                room.fence = 0
-                if room.task is not None:
-                    room.task.cancel()
-                self._need_sync(room, reload=True)
 
     async def cancel(self, room: Room, turn_id: str) -> TurnEnd:
         """Cancel a streaming turn (whichever instance streams it) and stop its upstream.
@@ -655,41 +358,14 @@ class Hub:
             claim = await self.broker.steal(state.name, state.epoch, turn_id, force=True)
             if claim.status != "ok":
                 raise ClientError("turn_ended", "the turn has already ended")
-            await self._catch_up(room, claim.seq)
+            await self.writes.catch_up(room, claim.seq)
             room.fence = claim.fence
         end = room.state.cancel(turn_id, time.time())
         log.info("room %s: turn %s cancelled", state.name, turn_id)
-        await self.commit(room, (end,))
+        await self.writes.commit(room, (end,))
         if task is not None:
             task.cancel()
         return end
-
-    async def _catch_up(self, room: Room, seq: int) -> None:
-        """Read until the replica reaches ``seq`` (after taking a lease)."""
-        for _ in range(CLAIM_ATTEMPTS):
-            if room.state.seq >= seq:
-                return
-            await self._sync_now(room)
-
-    async def _end_orphan(self, room: Room, turn: str) -> None:
-        """End a turn whose producer stopped renewing its lease (it died): truncated."""
-        state = room.state
-        claim = await self.broker.steal(state.name, state.epoch, turn, force=False)
-        if claim.status == "gone":
-            self._need_sync(room)  # it ended and this replica missed it
-        if claim.status != "ok":
-            return
-        await self._catch_up(room, claim.seq)
-        end = room.state.end_stream(TurnId(turn), time.time())
-        if end is None:
-            await self.broker.release(state.name, claim.fence)
-            return
-        log.warning(
-            "room %s: turn %s lost its producer; ending it %s", state.name, turn, end.status
-        )
-        room.fence = claim.fence
-        with contextlib.suppress(TurnLost):
-            await self.commit(room, (end,))
 
     # --- upkeep ----------------------------------------------------------------------------
 
@@ -710,14 +386,14 @@ class Hub:
             if not (room.listening and room.loaded):
                 continue
             if not room.fence and await self.broker.epoch(room.state.name) != room.state.epoch:
-                self._need_sync(room, reload=True)
+                self.replicas.need_sync(room, reload=True)
                 continue
             if room.state.viewers:
                 await self.broker.set_viewers(room.state.name, room.state.viewers, announce=False)
             turn = room.state.streaming_turn
             silent = now - room.last_event_at >= self.broker.lease_seconds
             if turn is not None and room.task is None and not room.fence and silent:
-                await self._end_orphan(room, turn)
+                await self.writes.end_orphan(room, turn)
 
     def forget_idle(self, now: float, idle_seconds: float) -> int:
         """Forget rooms with no viewer and no turn for ``idle_seconds``; returns how many."""

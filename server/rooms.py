@@ -1,0 +1,80 @@
+"""One room on this instance: its replicated state and everything that does I/O for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .core.codec import encode
+from .core.errors import BrokerError
+from .core.messages import ServerMessage, TurnEnd
+from .core.presence import PresenceGate
+from .core.room import RoomState
+from .subscriber import Subscriber
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .metrics import Metrics
+
+
+class TurnLost(BrokerError):
+    """This instance may no longer publish the turn (its lease was lost or refused)."""
+
+
+class Room:
+    """One room on this instance: the replicated state plus everything that does I/O for it."""
+
+    def __init__(self, state: RoomState, hub: Hub, metrics: Metrics | None = None) -> None:
+        self.state = state
+        self.hub = hub
+        self.metrics = metrics
+        self.subscribers: set[Subscriber] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.presence = PresenceGate()
+        self.presence_timer: asyncio.TimerHandle | None = None
+        self.idle_since = time.monotonic()
+        # Replication (see Hub): the lease's fence while this instance produces a turn, the
+        # last seq local subscribers got, the other instances' viewers.
+        self.fence = 0
+        self.lease_task: asyncio.Task[None] | None = None
+        self.delivered = state.seq
+        self.remote_viewers = 0
+        self.listening = False
+        self.loaded = False
+        self.lock = asyncio.Lock()  # loading and catching up, one at a time
+        self.commit_lock = asyncio.Lock()  # this instance's writes, in the order made
+        self.sync_task: asyncio.Task[None] | None = None
+        self.sync_again = False
+        self.reload = False
+        self.last_event_at = time.monotonic()
+        self.viewers_task: asyncio.Task[None] | None = None
+        self.viewers_dirty = False
+        # Writes made here but not stored yet: joiners wait for them (``Hub.open``), so no
+        # snapshot shows what the broker may still refuse. ``busy``: prompts and cancels
+        # under way, which keep the room listened to.
+        self.pending = 0
+        self.settled = asyncio.Event()
+        self.settled.set()
+        self.busy = 0
+
+    @property
+    def viewers(self) -> int:
+        """Viewers on every instance (this one's are exact, the others' as last heard)."""
+        return self.state.viewers + self.remote_viewers
+
+    def publish(
+        self, events: Iterable[ServerMessage], encoded: Sequence[bytes] | None = None
+    ) -> None:
+        """Encode each event once (unless ``encoded`` has it) and queue it for every
+        subscriber."""
+        started = time.perf_counter()
+        for position, event in enumerate(events):
+            data = encode(event) if encoded is None else encoded[position]
+            for sub in self.subscribers:
+                sub.send(event, data)
+            if self.metrics is not None and type(event) is TurnEnd:
+                self.metrics.turns.labels(event.status).inc()
+        if self.metrics is not None:
+            self.metrics.publish.observe(time.perf_counter() - started)
