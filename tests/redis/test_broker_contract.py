@@ -105,6 +105,7 @@ async def started_turn(
 
 
 async def test_load_creates_the_epoch_once(pair: Pair) -> None:
+    """The first load of a room sets its epoch; later loads, from any instance, keep it."""
     assert await pair.a.epoch(ROOM) is None
     first = await pair.a.load(ROOM, "e-a")
     second = await pair.b.load(ROOM, "e-b")
@@ -116,6 +117,7 @@ async def test_load_creates_the_epoch_once(pair: Pair) -> None:
 
 
 async def test_one_lease_at_a_time_and_writes_need_it(pair: Pair) -> None:
+    """One instance holds the lease; writes without it, or out of seq, are refused."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     claim = await pair.a.claim(ROOM, epoch, 0, None)
     assert claim.status == "ok"
@@ -132,6 +134,7 @@ async def test_one_lease_at_a_time_and_writes_need_it(pair: Pair) -> None:
 
 
 async def test_a_stale_replica_is_told_the_seq(pair: Pair) -> None:
+    """A claim from a replica behind the room says where the room is."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     fence = await started_turn(pair.a, epoch)
     await pair.a.append(ROOM, epoch, fence, [rec(2, "end")], ended=b'{"kind":"room"}')
@@ -141,6 +144,7 @@ async def test_a_stale_replica_is_told_the_seq(pair: Pair) -> None:
 
 
 async def test_reads_after_a_seq_and_gone_when_trimmed_or_wrong(pair: Pair) -> None:
+    """Reads return what follows a seq, or None when it is trimmed, ahead or on another epoch."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     fence = await started_turn(pair.a, epoch)
     await pair.a.append(ROOM, epoch, fence, [rec(s) for s in range(2, 121)])
@@ -158,6 +162,7 @@ async def test_reads_after_a_seq_and_gone_when_trimmed_or_wrong(pair: Pair) -> N
 
 
 async def test_live_records_reach_listening_instances_once(pair: Pair) -> None:
+    """Listening instances get each record once (reference counted); others get none."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     await pair.b.listen(ROOM)
     await pair.b.listen(ROOM)  # reference counted: still one subscription
@@ -179,6 +184,7 @@ async def test_live_records_reach_listening_instances_once(pair: Pair) -> None:
 
 
 async def test_prompt_ids_are_shared(pair: Pair) -> None:
+    """A prompt id used on one instance is known on the others."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     await started_turn(pair.a, epoch, "t-first", prompt="p-1")
     claim = await pair.b.claim(ROOM, epoch, 1, "p-1")
@@ -187,6 +193,7 @@ async def test_prompt_ids_are_shared(pair: Pair) -> None:
 
 
 async def test_a_lease_runs_out_unless_renewed(pair: Pair) -> None:
+    """A renewed lease holds; an expired one fences its holder and lets another end the turn."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     fence = await started_turn(pair.a, epoch)
     for _ in range(3):
@@ -208,6 +215,7 @@ async def test_a_lease_runs_out_unless_renewed(pair: Pair) -> None:
 
 
 async def test_a_forced_steal_fences_the_holder(pair: Pair) -> None:
+    """Cancelling elsewhere takes the lease by force: the old holder can no longer write."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     fence = await started_turn(pair.a, epoch)
     assert (await pair.b.steal(ROOM, epoch, "t-other", force=True)).status == "gone"
@@ -223,6 +231,7 @@ async def test_a_forced_steal_fences_the_holder(pair: Pair) -> None:
 
 
 async def test_ended_turns_are_kept_newest_last_and_bounded(pair: Pair) -> None:
+    """Ended turns are stored oldest first, at most max_turns."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     seq = 0
     for n in range(5):
@@ -237,6 +246,7 @@ async def test_ended_turns_are_kept_newest_last_and_bounded(pair: Pair) -> None:
 
 
 async def test_release_frees_an_unused_lease(pair: Pair) -> None:
+    """Only the holder can give a lease back."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     claim = await pair.a.claim(ROOM, epoch, 0, None)
     await pair.b.release(ROOM, claim.fence + 7)  # not the holder: nothing happens
@@ -246,6 +256,7 @@ async def test_release_frees_an_unused_lease(pair: Pair) -> None:
 
 
 async def test_viewers_are_summed_over_instances(pair: Pair) -> None:
+    """Viewer counts add up over instances; a closed instance drops out."""
     await pair.a.load(ROOM, "e1")
     await pair.a.listen(ROOM)
     await pair.b.listen(ROOM)
@@ -259,6 +270,7 @@ async def test_viewers_are_summed_over_instances(pair: Pair) -> None:
 
 
 async def test_a_wiped_store_means_a_new_epoch_and_refused_writes(pair: Pair) -> None:
+    """After a wipe, old writes are refused and the room starts on a new epoch."""
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     fence = await started_turn(pair.a, epoch)
     pair.wipe()

@@ -67,6 +67,7 @@ async def test_one_prompt_one_upstream_request_same_text_everywhere(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """Three instances, six viewers: one upstream request, the same events and text everywhere."""
     servers = await instances(make_server, redis_server, 3)
     viewers = [await watch(session, s, "hall") for s in servers for _ in range(2)]
     response = await prompt(session, servers[1], "hall")
@@ -95,6 +96,7 @@ async def test_one_prompt_one_upstream_request_same_text_everywhere(
 async def test_presence_is_summed_across_instances(
     make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
+    """presence counts the viewers of every instance."""
     servers = await instances(make_server, redis_server, 2)
     first = await watch(session, servers[0], "busy")
     others = [await watch(session, servers[1], "busy") for _ in range(3)]
@@ -116,6 +118,7 @@ async def test_late_join_and_resume_on_another_instance(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """A late joiner elsewhere gets the partial turn; a viewer resumes on another instance."""
     upstream.always(SLOW)
     a, b = await instances(make_server, redis_server, 2)
     early = await watch(session, a, "late")
@@ -143,6 +146,7 @@ async def test_concurrent_prompts_on_two_instances_make_one_turn(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """Prompts racing on three instances start exactly one turn each time."""
     upstream.always(SLOW)
     servers = await instances(make_server, redis_server, 3)
     viewers = [await watch(session, s, "race") for s in servers]
@@ -169,6 +173,7 @@ async def test_same_prompt_id_on_two_instances_starts_one_turn(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """The same prompt id on two instances answers with the same turn."""
     upstream.always(SLOW)
     a, b = await instances(make_server, redis_server, 2)
     first = await (await prompt(session, a, "idem", id="p-9")).json()
@@ -186,6 +191,7 @@ async def test_cancel_on_another_instance_stops_the_upstream(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """Cancelling on the instance that does not stream ends the turn and its upstream."""
     upstream.always(Script(chunks=text_stream(WORDS), gap=0.2, split=False))
     a, b = await instances(make_server, redis_server, 2)
     on_a, on_b = await watch(session, a, "stop"), await watch(session, b, "stop")
@@ -209,6 +215,7 @@ async def test_redis_restart_with_its_data_loses_nothing(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """Redis restarted with its data mid-stream: every delta arrives, on every instance."""
     upstream.always(Script(chunks=text_stream(WORDS), gap=0.04, split=False))
     a, b = await instances(make_server, durable_redis, 2, broker__lease_seconds=4.0)
     viewers = [await watch(session, s, "restart") for s in (a, b)]
@@ -228,6 +235,7 @@ async def test_redis_wiped_by_a_restart_mid_stream_shows_no_wrong_text(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """Redis restarted empty mid-stream: viewers resume on a new epoch, nothing wrong shown."""
     upstream.always(Script(chunks=text_stream(WORDS), gap=0.04, split=False))
     a, b = await instances(make_server, redis_server, 2)
     viewers = [await watch(session, s, "wiped") for s in (a, b)]
@@ -260,6 +268,7 @@ async def test_a_flushed_redis_means_a_new_epoch_for_everyone(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """FLUSHALL while idle: viewers are closed and resume on a new epoch."""
     a, b = await instances(make_server, redis_server, 2)
     watcher = await watch(session, b, "flush")
     turn = (await (await prompt(session, a, "flush")).json())["turn"]
@@ -300,6 +309,7 @@ async def test_producer_killed_mid_stream_ends_the_turn_truncated_everywhere(
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
+    """SIGKILL the streaming instance: the turn ends truncated elsewhere, the room goes on."""
     upstream.always(Script(chunks=text_stream(WORDS), gap=0.1, split=False))
     (survivor,) = await instances(make_server, redis_server, 1)
     port = free_port()
@@ -352,6 +362,7 @@ async def test_each_event_crosses_redis_once_per_listening_instance(
     session: aiohttp.ClientSession,
     count: int,
 ) -> None:
+    """Each event reaches each instance with viewers once, and none without."""
     servers = await instances(make_server, redis_server, count + 1)
     listening, idle = servers[:count], servers[count]
     viewers = [await watch(session, s, "count") for s in listening for _ in range(5)]
