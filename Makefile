@@ -65,6 +65,7 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m bench.run $(ARGS)
+	$(PY) -m bench.scale_out $(SCALE_OUT_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

@@ -409,6 +409,7 @@ class Hub:
             room = self.rooms.pop(name)
             if room.presence_timer is not None:
                 room.presence_timer.cancel()
+            self._spawn(self.broker.forget(name))
         return len(stale)
 
     async def close(self) -> None:

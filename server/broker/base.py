@@ -110,6 +110,10 @@ class Broker(ABC):
     async def unlisten(self, room: RoomName) -> None:
         """One listener fewer; at zero the instance stops receiving the room."""
 
+    async def forget(self, room: RoomName) -> None:  # noqa: B027 - optional
+        """This instance forgot an idle room. A store that lives in this process drops it
+        when no instance listens to it; Redis keys expire on their own."""
+
     @abstractmethod
     async def load(self, room: RoomName, new_epoch: str) -> Loaded:
         """The room as kept; ``new_epoch`` becomes its epoch when it has none."""

@@ -92,6 +92,12 @@ class MemoryBroker(Broker):
 
     # --- the room's store ------------------------------------------------------------------
 
+    async def forget(self, room: RoomName) -> None:
+        kept = self._room(room)
+        listened = any(room in broker._listening for broker in self.store.brokers)
+        if kept is not None and not listened and kept.streaming is None:
+            del self.store.rooms[room]
+
     def _room(self, name: RoomName) -> _Room | None:
         return self.store.rooms.get(name)
 
