@@ -139,8 +139,18 @@ class Hub:
                 pass
             if not room.loaded:
                 raise ClientError("unavailable", "the broker is unavailable", temporary=True)
-        while room.pending:  # what the caller reads next must be stored already
-            await room.settled.wait()
+        # What the caller reads next must be stored already: wait for writes in flight, and
+        # for a refused write's reload.
+        while room.pending or room.reload:
+            if room.pending:
+                await room.settled.wait()
+                continue
+            try:
+                await self.replicas.sync_now(room)
+            except BrokerUnavailable as exc:
+                raise ClientError(
+                    "unavailable", "the broker is unavailable", temporary=True, close_code=1013
+                ) from exc
         return room
 
     def _maybe_unlisten(self, room: Room) -> None:
