@@ -24,8 +24,11 @@ MAX_BODY_BYTES = 1 << 20
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """200 while the process serves."""
-    return web.json_response({"status": "ok"})
+    """200 while the process serves and its broker answers; 503 when the broker does not
+    (rooms already loaded still stream, but new ones cannot open here)."""
+    if await request.app[HUB].broker.reachable():
+        return web.json_response({"status": "ok"})
+    return web.json_response({"status": "degraded", "broker": "unreachable"}, status=503)
 
 
 @routes.get("/metrics")

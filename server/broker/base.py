@@ -110,6 +110,10 @@ class Broker(ABC):
     async def unlisten(self, room: RoomName) -> None:
         """One listener fewer; at zero the instance stops receiving the room."""
 
+    async def reachable(self) -> bool:
+        """Whether the broker answers now (``/healthz``)."""
+        return True
+
     async def forget(self, room: RoomName) -> None:  # noqa: B027 - optional
         """This instance forgot an idle room. A store that lives in this process drops it
         when no instance listens to it; Redis keys expire on their own."""

@@ -138,6 +138,13 @@ class RedisBroker(Broker):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
 
+    async def reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(1.0):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
     async def listen(self, room: RoomName) -> None:
         """Subscribe (the first time) and return once Redis confirmed the subscription, so
         nothing published after this returns is missed (bounded: a Redis that does not

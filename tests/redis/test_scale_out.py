@@ -383,3 +383,20 @@ async def test_each_event_crosses_redis_once_per_listening_instance(
     assert heard() == [events] * count + [0]
     snapshot = await (await session.get(idle.make_url("/api/rooms/count"))).json()
     assert snapshot["seq"] == events  # the idle instance still serves the room on demand
+
+
+async def test_healthz_says_when_redis_is_unreachable(
+    make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
+) -> None:
+    """/healthz is 200 with Redis, 503 without it (new rooms cannot open), 200 once it is back."""
+    (server,) = await instances(make_server, redis_server, 1)
+    url = server.make_url("/healthz")
+    assert (await session.get(url)).status == 200
+    await asyncio.to_thread(redis_server.stop)
+    down = await session.get(url)
+    assert down.status == 503
+    assert await down.json() == {"status": "degraded", "broker": "unreachable"}
+    refused = await session.get(server.make_url("/api/rooms/new-room"))
+    assert refused.status == 503
+    await asyncio.to_thread(redis_server.start)
+    assert (await session.get(url)).status == 200
