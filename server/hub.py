@@ -123,6 +123,7 @@ class Hub:
         room = self.room(name)
         if not room.listening:
             room.listening = True
+            opened = room.opening = asyncio.Event()
             try:
                 await self.broker.listen(name)
                 await self.replicas.sync_now(room)
@@ -130,15 +131,15 @@ class Hub:
             except BrokerUnavailable as exc:
                 room.listening = False
                 await self.broker.unlisten(name)
-                raise ClientError(
-                    "unavailable", "the broker is unavailable", temporary=True, close_code=1013
-                ) from exc
+                raise _broker_down() from exc
+            finally:
+                room.opening = None
+                opened.set()
             asyncio.get_running_loop().call_soon(self._maybe_unlisten, room)
-        elif not room.loaded:
-            async with room.lock:  # another open is loading it
-                pass
-            if not room.loaded:
-                raise ClientError("unavailable", "the broker is unavailable", temporary=True)
+        elif room.opening is not None:
+            await room.opening.wait()  # another open is subscribing and loading it
+            if not room.listening:
+                raise _broker_down()
         # What the caller reads next must be stored already: wait for writes in flight, and
         # for a refused write's reload.
         while room.pending or room.reload:
@@ -148,9 +149,7 @@ class Hub:
             try:
                 await self.replicas.sync_now(room)
             except BrokerUnavailable as exc:
-                raise ClientError(
-                    "unavailable", "the broker is unavailable", temporary=True, close_code=1013
-                ) from exc
+                raise _broker_down() from exc
         return room
 
     def _maybe_unlisten(self, room: Room) -> None:
@@ -448,6 +447,10 @@ class Hub:
             side.cancel()
         await asyncio.gather(*sides, return_exceptions=True)
         await self.broker.close()
+
+
+def _broker_down() -> ClientError:
+    return ClientError("unavailable", "the broker is unavailable", temporary=True, close_code=1013)
 
 
 class TurnStarter(Protocol):

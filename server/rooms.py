@@ -42,6 +42,7 @@ class Room:
         self.delivered = state.seq
         self.remote_viewers = 0
         self.listening = False
+        self.opening: asyncio.Event | None = None  # set when the first open is done
         self.loaded = False
         self.lock = asyncio.Lock()  # loading and catching up, one at a time
         self.commit_lock = asyncio.Lock()  # this instance's writes, in the order made

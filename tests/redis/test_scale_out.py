@@ -400,3 +400,17 @@ async def test_healthz_says_when_redis_is_unreachable(
     assert refused.status == 503
     await asyncio.to_thread(redis_server.start)
     assert (await session.get(url)).status == 200
+
+
+async def test_many_first_joins_at_once_all_get_in(
+    make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
+) -> None:
+    """Thirty viewers opening a new room at once on one instance: one load, all welcomed."""
+    a, b = await instances(make_server, redis_server, 2)
+    crowd = await asyncio.gather(*(watch(session, s, "crowd") for s in (a, b) for _ in range(15)))
+    assert all(v.close_code is None for v in crowd)
+    assert len({v.epoch for v in crowd}) == 1
+    turn = (await (await prompt(session, a, "crowd")).json())["turn"]
+    texts = {(await v.wait_turn_end(turn)).text() for v in crowd}
+    assert texts == {"Hello, wörld! Café naïve 🚀 déjà vu."}
+    clean(list(crowd))
