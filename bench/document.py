@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from . import report, verdicts
+from . import report, scale_out_report, verdicts
 from .procs import ROOT
 from .scenarios import FALLS_APART_SECONDS, IDLE_SECONDS, PACED_GRACE
 from .systems import SYSTEMS
@@ -118,6 +118,10 @@ def render(saved: dict[str, Any], charts: dict[str, str]) -> str:
     sf = plan["stall_fraction"]
     ms = plan["memory_stalled"]
     mf = plan["memory_fill"]
+    # The scale-out section comes from its own benchmark's results: redrawing this document
+    # must not drop it (bench.scale_out, in turn, rewrites only that section).
+    scale_out = scale_out_report.saved_section()
+    pointer = f"\n{scale_out_report.POINTER}\n" if scale_out else ""
     return f"""# Benchmarks
 
 fanout consumes one upstream stream per prompt and fans its deltas out to every viewer of a
@@ -133,7 +137,7 @@ numbers are in `bench/results.json`.
 
 A verdict compares medians over {rounds} rounds of one run; the tables below give min and max,
 CPU use, and notes where the load generator or a busy machine may have limited a number.
-
+{pointer}
 ## Machine
 
 {_machine(machine)}
@@ -265,4 +269,4 @@ has its own upstream stream, which a stall simply backs up.
 {LIMITS}
 
 {profile}
-"""
+{scale_out}"""

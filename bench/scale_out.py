@@ -1,7 +1,7 @@
 """Scale-out benchmark: three fanout instances share one room through a real redis-server.
 
-    python -m bench.scale_out            # the full run; writes bench/scale_out.json and
-                                         # docs/benchmarks-scale-out.md
+    python -m bench.scale_out            # the full run; writes bench/scale_out.json and the
+                                         # scale-out section of docs/benchmarks.md
     python -m bench.scale_out --quick    # a smoke run: tiny numbers, one round, prints only
 
 N viewers of one room are spread evenly over the instances with viewers; one prompt goes to
@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import functools
+import hashlib
 import json
-import math
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from . import machine
+from . import machine, scale_out_report
 from .clients import Crowd, Tally
 from .harness import CONNECT_CONCURRENCY, PROBE_EVERY, Upstream, _bounded, start_mock
 from .procs import (
@@ -56,9 +53,10 @@ from .scale_out_clients import (
     deliveries,
     redis_figures,
 )
+from .scale_out_report import DOC, RESULTS
+from .scale_out_setups import BY_KEY, FULL, QUICK, Plan, Setup
+from .scale_out_tables import one_line
 
-RESULTS = ROOT / "bench" / "scale_out.json"
-DOC = ROOT / "docs" / "benchmarks-scale-out.md"
 PREFIX = "fanout"  # broker.key_prefix (config.toml)
 ENV = {"FANOUT_SERVER_LOG_LEVEL": "warning"}
 EVENTS_HEARD = "fanout_broker_events_heard_total"
@@ -67,47 +65,6 @@ DRAIN_SECONDS = 10.0
 PACED_GRACE = 6.0
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")  # a log line's time
 STOP_SECONDS = 10.0  # an instance still running this long after SIGTERM is killed
-SATURATED = 0.90  # a generator (process or core) this busy limits what it measures
-SHARED = 0.10  # more of CPU 0 than this went to processes outside the deployment
-PLACEMENT = {
-    0: "next to the instances: the deployment under test gets CPU 0, the instruments CPU 1.",
-    1: "next to the load generator and the mocks, off the instances' core.",
-}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Plan:
-    """Sizes of the run; ``FULL`` is ``make bench``, ``QUICK`` a smoke run."""
-
-    rounds: int
-    sizes: tuple[int, ...]
-    burst_tokens: int
-    paced_rate: float
-    paced_tokens: int
-    redis_cpu: int
-
-
-FULL = Plan(3, (300, 1500, 3000), 2000, 80.0, 200, SERVER_CPU)
-QUICK = Plan(1, (60,), 200, 80.0, 40, SERVER_CPU)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Setup:
-    """How many instances run, how many of them have viewers, and the broker."""
-
-    key: str
-    label: str
-    instances: int
-    watched: int
-    redis: bool
-
-
-SETUPS = (
-    Setup("3of3", "3 instances, viewers on 3", 3, 3, True),
-    Setup("2of3", "3 instances, viewers on 2", 3, 2, True),
-    Setup("1mem", "1 instance, memory://", 1, 1, False),
-)
-BY_KEY = {s.key: s for s in SETUPS}
 
 
 class Cluster:
@@ -364,7 +321,7 @@ async def _run(plan: Plan, setups: list[Setup], modes: list[str]) -> list[dict[s
                             records.append(rec)
                             took = time.monotonic() - started
                             print(f"round {rnd + 1} {mode:5} {size:6,} {setup.key:5} {took:5.1f}s")
-                            print("   ", summary(rec, plan.redis_cpu), flush=True)
+                            print("   ", one_line(rec, plan.redis_cpu), flush=True)
     finally:
         for mock in mocks.values():
             mock.proc.stop()
@@ -372,340 +329,16 @@ async def _run(plan: Plan, setups: list[Setup], modes: list[str]) -> list[dict[s
     return records
 
 
-def _ms(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "-"
-    if math.isinf(seconds):
-        return "lost"
-    return f"{seconds * 1000:,.0f}" if seconds >= 0.1 else f"{seconds * 1000:,.1f}"
-
-
-def _spread(values: list[float], fmt: Callable[[float], str]) -> str:
-    """``median (min-max)``, or the one value."""
-    if len(values) < 2:
-        return fmt(values[0]) if values else "-"
-    return f"{fmt(statistics.median(values))} ({fmt(min(values))}-{fmt(max(values))})"
-
-
-def _flags(rec: dict[str, Any], redis_cpu: int) -> list[str]:
-    """Why a turn's numbers may not be the deployment's alone, or what went wrong."""
-    cpu, check = rec["cpu"], rec["check"]
-    ours = sum(cpu["instances"]) + cpu["softirq0"] + (cpu["redis"] if redis_cpu == 0 else 0)
-    out = []
-    if cpu["generator"] >= SATURATED:
-        out.append("generator saturated")
-    elif cpu["core1"] >= SATURATED:
-        out.append("CPU 1 full")
-    if cpu["core0"] - ours >= SHARED:
-        out.append("CPU 0 shared")
-    if not rec["complete"]:
-        out.append(f"incomplete ({rec['delivered'] / max(rec['expected'], 1):.0%})")
-    if check["gaps"] or check["texts"] != 1 or list(check["statuses"]) != ["completed"]:
-        out.append(f"{check['gaps']} viewers with gaps, {check['texts']} texts")
-    if rec["lost_connections"]:
-        out.append(f"{rec['lost_connections']} connections lost")
-    if rec["log_lines"]:
-        out.append(f"{rec['log_lines']} log lines")
-    red = rec.get("redis")
-    if red is None:
-        return out
-    watched = BY_KEY[rec["setup"]].watched
-    if {red["numsub_before"], red["numsub_after"]} != {watched}:
-        out.append(f"subscribers {red['numsub_before']}-{red['numsub_after']}, not {watched}")
-    if round(red["copies_from_bytes"]) != red["numsub_after"]:
-        out.append(f"{red['copies_from_bytes']:.2f} copies")
-    if red["catch_up_reads"]:
-        out.append(f"{red['catch_up_reads']} catch-up reads")
-    if check["events"] != red["events"]:
-        out.append(f"viewers saw {check['events']} of {red['events']} events")
-    heard = rec["events_heard"]
-    want = [red["events"] if n else 0 for n in rec["viewers_per_instance"]]
-    if None not in heard and heard != want:
-        out.append(f"events heard {heard}, not {want}")
-    return out
-
-
-def _groups(records: list[dict[str, Any]], mode: str) -> list[list[dict[str, Any]]]:
-    """Records of ``mode`` by viewers then setup (the order of the run)."""
-    out: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    for rec in records:
-        if rec["mode"] == mode:
-            out.setdefault((rec["viewers"], rec["setup"]), []).append(rec)
-    return list(out.values())
-
-
-def _count(values: list[Any]) -> str:
-    """``3`` when every round agrees, else each round's value."""
-    return str(values[0]) if len(set(map(str, values))) == 1 else "/".join(map(str, values))
-
-
-def deliveries_table(records: list[dict[str, Any]], mode: str, redis_cpu: int) -> str:
-    """What the viewers received, per viewer count and setup (a burst's rate, a paced
-    answer's latency)."""
-    burst = mode == "burst"
-    head = "deliveries/s, median (min-max) | frames/s | p99 ms" if burst else "p50 ms | p99 ms"
-    rows = [
-        f"| viewers | setup | {head}, median (min-max) | p99 ms, producer's instance / "
-        "others | viewers whole, one text | upstream requests | CPU: instances / Redis / "
-        "generator | notes |",
-        f"|---:|---|{'---:|' * (3 if burst else 2)}---:|---:|---:|---:|---|",
-    ]
-    med = statistics.median
-    for recs in _groups(records, mode):
-        first, cpu = recs[0], [r["cpu"] for r in recs]
-        notes = Counter(flag.split(" (")[0] for r in recs for flag in _flags(r, redis_cpu))
-        whole = sum(r["check"]["whole"] for r in recs)
-        one_text = all(r["check"]["texts"] == 1 for r in recs)
-        if burst:
-            rate = _spread([r["rate"] for r in recs], lambda x: f"{x:,.0f}")
-            frames = med(r["frames"] / max(r["receipt_seconds"], 1e-9) for r in recs)
-            figures = f"{rate} | {frames:,.0f}"
-        else:
-            figures = _ms(med(r["p50"] for r in recs))
-        rows.append(
-            f"| {first['viewers']:,} | {BY_KEY[first['setup']].label} | {figures} "
-            f"| {_spread([r['p99'] for r in recs], _ms)} "
-            f"| {_ms(med(r['p99_producer'] for r in recs))} / "
-            f"{_ms(med(r['p99_others'] for r in recs))} "
-            f"| {whole:,}/{sum(r['viewers'] for r in recs):,}, {'yes' if one_text else 'NO'} "
-            f"| {_count([r['requests'] for r in recs])} "
-            f"| {med(sum(c['instances']) for c in cpu):.0%} / {med(c['redis'] for c in cpu):.0%}"
-            f" / {max(c['generator'] for c in cpu):.0%} "
-            f"| {'; '.join(f'{k} {n}/{len(recs)}' for k, n in notes.items())} |"
-        )
-    return "\n".join(rows)
-
-
-def redis_table(records: list[dict[str, Any]]) -> str:
-    """What Redis did per turn, both modes."""
-    rows = [
-        "| answer | viewers | setup | events (XADD / PUBLISH) | channel subscribers "
-        "| messages sent (events x subscribers) | per event | copies, from output bytes "
-        "| catch-up reads | events heard per instance |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for mode in ("burst", "paced"):
-        for recs in _groups(records, mode):
-            reds = [r["redis"] for r in recs if "redis" in r]
-            if not reds:
-                continue
-            first = recs[0]
-            heard = [r["events_heard"] for r in recs]
-            heard_text = (
-                "not exposed" if all(x is None for h in heard for x in h) else _count(heard)
-            )
-            events = [f"{x['events']} ({x['xadd']} / {x['publish']})" for x in reds]
-            rows.append(
-                f"| {mode} | {first['viewers']:,} | {BY_KEY[first['setup']].label} "
-                f"| {_count(events)} "
-                f"| {_count([x['numsub_after'] for x in reds])} "
-                f"| {_count([x['messages'] for x in reds])} "
-                f"| {_count([x['messages_per_event'] for x in reds])} "
-                f"| {_spread([x['copies_from_bytes'] for x in reds], lambda v: f'{v:.2f}')} "
-                f"| {_count([x['catch_up_reads'] for x in reds])} | {heard_text} |"
-            )
-    return "\n".join(rows)
-
-
-def summary(rec: dict[str, Any], redis_cpu: int) -> str:
-    """One line about one measured turn."""
-    if "error" in rec:
-        return f"FAILED: {rec['error']}; " + " | ".join(rec["log"][:5])
-    red, check = rec.get("redis"), rec["check"]
-    line = (
-        f"{rec['rate']:,.0f} deliveries/s, p50 {_ms(rec['p50'])} p99 {_ms(rec['p99'])} ms, "
-        f"{check['whole']}/{rec['viewers']} whole, {check['texts']} text(s), "
-        f"{rec['requests']} upstream request(s), CPU instances "
-        f"{sum(rec['cpu']['instances']):.0%} redis {rec['cpu']['redis']:.0%} "
-        f"generator {rec['cpu']['generator']:.0%}"
-    )
-    if red:
-        line += (
-            f"; {red['events']} events x {red['numsub_after']} subscribers, copies from bytes "
-            f"{red['copies_from_bytes']:.2f}, heard {rec['events_heard']}"
-        )
-    flags = _flags(rec, redis_cpu)
-    return line + (f" [{'; '.join(flags)}]" if flags else "")
-
-
-def _findings(records: list[dict[str, Any]]) -> str:
-    """The summary's bullets: the three properties, turn by turn."""
-    turns = len(records)
-    shared = [r for r in records if "redis" in r]
-    per_event = sum(r["redis"]["messages_per_event"] == BY_KEY[r["setup"]].watched for r in shared)
-    copies = [r["redis"]["copies_from_bytes"] for r in shared]
-    agree = sum(
-        round(r["redis"]["copies_from_bytes"]) == r["redis"]["numsub_after"] for r in shared
-    )
-    heard = [r for r in shared if None not in r["events_heard"]]
-    heard_ok = sum(
-        r["events_heard"] == [r["redis"]["events"] if n else 0 for n in r["viewers_per_instance"]]
-        for r in heard
-    )
-    catch_up = sum(r["redis"]["catch_up_reads"] for r in shared)
-    whole = sum(r["check"]["gaps"] == 0 and r["check"]["texts"] == 1 for r in records)
-    if heard:
-        count = (
-            f"every event once on each instance with viewers and none on the others in "
-            f"{heard_ok} of {len(heard)} turns"
-        )
-    else:
-        count = "not exposed by `/metrics`"
-    lines = [
-        f"- **Redis messages per event = instances with viewers** in {per_event} of "
-        f"{len(shared)} turns through Redis (viewers on 3 instances: 3; on 2 of 3: 2). "
-        f"Counted from Redis's output bytes instead: {min(copies, default=0):.2f} to "
-        f"{max(copies, default=0):.2f} copies of each turn's messages, the nearest whole "
-        f"number matching in {agree} of {len(shared)}.",
-        f"- **Each instance's own count** (`fanout_broker_events_heard_total`): {count}. "
-        f"Replicas that read the stream to catch up during a measured turn: {catch_up} reads.",
-        f"- **One upstream request per prompt** in "
-        f"{sum(r['requests'] == 1 for r in records)} of {turns} turns.",
-        f"- **Every viewer rebuilt the same text with no gap** in {whole} of {turns} turns.",
-    ]
-    return "\n".join(lines)
-
-
-def render(saved: dict[str, Any]) -> str:
-    """The whole markdown page."""
-    plan, info = saved["plan"], saved["machine"]
-    records = [r for r in saved["records"] if "error" not in r]
-    failed = [r for r in saved["records"] if "error" in r]
-    cpu = plan["redis_cpu"]
-    sizes = ", ".join(f"{n:,}" for n in plan["sizes"])
-    logs = Counter(ln.split(": ", 1)[1] for r in saved["records"] for ln in r["log"])
-    log_text = (
-        "\n".join(f"    {n:4} x  {ln}" for ln, n in logs.most_common(30)) if logs else "None."
-    )
-    failures = "\n".join(
-        f"- {r['mode']} {r['viewers']:,} {r['setup']} round {r['round'] + 1}: {r['error']}"
-        for r in failed
-    )
-    packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
-    pinned = (
-        f"yes: the fanout instances on CPU 0, redis-server on CPU {cpu}, the mock upstreams "
-        "and the load generator on CPU 1"
-        if info["pinned"]
-        else "no (taskset missing, or one CPU)"
-    )
-    rate, burst, paced = f"{plan['paced_rate']:g}", plan["burst_tokens"], plan["paced_tokens"]
-    return f"""# Scale-out benchmark: instances sharing a room through Redis
-
-Three fanout instances share one room through a real redis-server: N viewers of the room are
-spread evenly over the instances, one prompt goes to the first instance, which streams the
-answer from the mock upstream (one request) and publishes each event once to Redis, and
-Redis sends it to every instance that listens to the room. Generated by
-`python -m bench.scale_out` on {datetime.date.today().isoformat()}; raw numbers in
-`bench/scale_out.json`.
-
-## Summary
-
-{_findings(records)}
-{f"{chr(10)}Failed measurements:{chr(10)}{chr(10)}{failures}{chr(10)}" if failed else ""}
-## Machine and placement
-
-| | |
-|---|---|
-| CPU | {info["cpu"]}, {info["cpus"]} cores |
-| kernel, Python | Linux {info["kernel"]}, Python {info["python"]} |
-| fanout | commit {info["revision"]} |
-| packages | {packages} |
-| pinning | {pinned} |
-| network | loopback only |
-| load average (1/5/15 min) | before {info["load_before"]}, after {info["load_after"]} |
-| run time | {info["seconds"] / 60:.1f} min: `{info["command"]}` |
-
-With two cores this cannot show instances adding capacity: the three instances share CPU 0,
-so together they deliver what one core can, as the single instance does (the `memory://`
-rows). What it shows is what sharing a room through Redis costs on that core, and that it
-stays correct under load. redis-server runs on CPU {cpu}, {PLACEMENT[cpu]} Its CPU use is in
-the tables: a few percent of a core at most, since it handles one write and a few copies
-per event, never one per viewer. Other engineers use this machine too; "CPU 0 shared" in
-the notes means CPU 0 was busier than the deployment (its processes and the kernel's
-network thread) by 10% of a core or more.
-
-## Commands
-
-```sh
-make bench                          # bench.run, then this page
-python -m bench.scale_out           # this page and bench/scale_out.json
-python -m bench.scale_out --quick   # smoke run: tiny numbers, one round, prints only
-python -m bench.scale_out --sizes 600 --setups 3of3,2of3 --modes paced --rounds 1 --out x.md
-python -m bench.scale_out --redis-cpu 1   # redis-server on the load generator's core
-```
-
-What it starts (Redis and the two mocks once; the instances afresh for every measured turn):
-
-```sh
-taskset -c {cpu} redis-server --port R --bind 127.0.0.1 --save '' --appendonly no
-taskset -c 1 python -m server mock-upstream --port M1 --tokens-per-second 0 --ttft 0
-taskset -c 1 python -m server mock-upstream --port M2 --tokens-per-second {rate} --ttft 0
-# three instances (P1, P2, P3) on the burst mock (M1) or the paced one (M2):
-FANOUT_SERVER_LOG_LEVEL=warning taskset -c 0 python -m server serve --port P1 \\
-    --upstream-url http://127.0.0.1:M1/v1 --model mock --broker redis://127.0.0.1:R/0
-# the baseline: one instance, the same command without --broker (memory://)
-```
-
-No `OPENAI_API_KEY` is set: with `--upstream-url` the instances need none. Everything else
-is `config.toml`'s default (`broker.key_prefix = "fanout"`, `broker.lease_seconds = 5`).
-
-## How it is measured
-
-- **Rounds**: {plan["rounds"]}. Each round runs every answer, size ({sizes} viewers in all,
-  spread evenly over the instances with viewers) and setup in turn, each on fresh
-  instances and a fresh room. Tables give the median (min-max) over the rounds.
-- **Answers**: after a warm-up answer of 20 tokens, the measured one: *burst*,
-  `mock-stamp-{burst}` written as fast as the mock can; *paced*, `mock-stamp-{paced}` at
-  {rate} tokens/s. Each token carries the mock's send time, so latency is receipt time minus
-  stamp (same clock); one viewer in ten is a probe that reads every frame as it comes, as in
-  `docs/benchmarks.md`. In the burst, latency is mostly queueing: the whole answer arrives
-  at once. Deliveries/s = tokens received by all viewers / (last receipt - first receipt).
-  The producer is instance 1 (its viewers get each event when Redis has stored it); the
-  other instances' viewers get it from Redis's pub/sub: the p99 columns split them.
-- **Whole, one text**: every viewer keeps the measured turn's frames; afterwards each one's
-  text is rebuilt from its deltas (merged deltas included, via `first_seq`) and its seqs
-  checked: `turn.start`, every seq exactly once and in order, `turn.end`. All texts must be
-  identical.
-- **Upstream requests**: the mock's own count (`GET /v1/_stats`) around the measured turn.
-- **Redis**, read just before the prompt and after the last viewer saw `turn.end`: the
-  room's seq (events stored), `INFO commandstats` (XADD and PUBLISH calls, those of the
-  Lua scripts included; XRANGE calls are replicas catching up by reading the stream instead
-  of the live feed) and `PUBSUB NUMSUB` of the room's channel `fanout:{{room}}`. Redis
-  counts no deliveries of pub/sub messages, so messages sent = events x subscribers. As an
-  independent check, the growth of `total_net_output_bytes` (less the replies to the
-  benchmark's own reads, which it reads in RESP directly to know their size) is divided by
-  the bytes ONE subscriber receives for the turn (each `E epoch kind seq data` payload as a
-  RESP2 `message`): the copies Redis wrote. It runs a little above the subscriber count
-  because the counter also holds the replies to the producer's own writes.
-- **Each instance's count**: the events it heard on pub/sub, from its `/metrics`
-  (`fanout_broker_events_heard_total`) before and after the turn, when it exposes it.
-- **Viewers on 2 of 3 instances**: the third instance's viewers (1% of N) watch the warm-up
-  and leave before the measured turn, so that instance must also have stopped listening to
-  the room (subscriptions are reference counted): the subscriber count has to drop to 2.
-
-## Burst: deliveries
-
-{deliveries_table(records, "burst", cpu)}
-
-## Paced: latency
-
-{deliveries_table(records, "paced", cpu)}
-
-## Redis per measured turn
-
-Events are the turn's `turn.start`, deltas and `turn.end`. "Per event" is the channel's
-subscriber count (the instances listening) over the turn; "copies" is counted from bytes.
-
-{redis_table(records)}
-
-## Instance logs (warnings and errors)
-
-{log_text}
-"""
+def _source_digest() -> str:
+    """A digest of the server's source files, to notice an edit during the run."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted((ROOT / "server").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def main() -> None:
-    """Parse the arguments, run, print, and (full run) write the JSON and the markdown."""
+    """Parse the arguments, run, print, and (full run) write the JSON and the doc's section."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, prints only")
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
@@ -715,8 +348,20 @@ def main() -> None:
     parser.add_argument(
         "--redis-cpu", type=int, choices=(0, 1), help="CPU for redis-server (default 0)"
     )
-    parser.add_argument("--out", type=Path, help="markdown to write (default: the docs page)")
+    parser.add_argument(
+        "--out", type=Path, help="markdown whose scale-out section to rewrite (default: the docs)"
+    )
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        nargs="?",
+        const=RESULTS,
+        help="only redraw the section from saved results (default bench/scale_out.json)",
+    )
     args = parser.parse_args()
+    if args.from_results:
+        scale_out_report.write(args.out or DOC, json.loads(args.from_results.read_text()))
+        return
     plan = QUICK if args.quick else FULL
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
@@ -730,19 +375,21 @@ def main() -> None:
     out: Path | None = args.out or (None if args.quick else DOC)
     info = machine.describe()
     info["command"] = " ".join(["python -m bench.scale_out", *sys.argv[1:]])
-    started = time.monotonic()
+    started, source = time.monotonic(), _source_digest()
     setups = [BY_KEY[k] for k in args.setups.split(",")]
     records = uvloop.run(_run(plan, setups, modes))
     info.update(machine.after(), seconds=round(time.monotonic() - started))
+    # Each measured turn starts fresh instances from the working tree: an edit meanwhile
+    # would mix two versions of the server in one run.
+    info["server_changed_during_run"] = _source_digest() != source
     saved = json.loads(
         json.dumps({"plan": dataclasses.asdict(plan), "machine": info, "records": records})
     )
-    text = render(saved)
-    print(text)
+    print(scale_out_report.section(saved))
     if out is not None:
         results = RESULTS if out.resolve() == DOC else out.with_suffix(".json")
         results.write_text(json.dumps(saved, indent=1) + "\n")
-        out.write_text(text)
+        scale_out_report.write(out, saved)
         print(f"wrote {out} and {results}")
 
 

@@ -1,0 +1,253 @@
+"""The scale-out section of docs/benchmarks.md, kept between two HTML comment markers.
+
+``python -m bench.scale_out`` rewrites only what lies between the markers (``write``), and
+``bench.document`` embeds the same section whenever bench/scale_out.json exists
+(``saved_section``): neither benchmark's run removes the other's results.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .procs import ROOT
+from .scale_out_setups import BY_KEY
+from .scale_out_tables import deliveries_table, redis_table
+
+RESULTS = ROOT / "bench" / "scale_out.json"
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN = "<!-- scale-out:begin -->"
+END = "<!-- scale-out:end -->"
+TITLE = "Scale-out: several instances on Redis"
+# The main document's one line about this section, under its verdicts.
+POINTER = (
+    "Several instances sharing a room through Redis are measured in "
+    "[Scale-out: several instances on Redis](#scale-out-several-instances-on-redis), at the end."
+)
+CHANGED = """
+**The server's source files changed during this run**: its turns may have run different
+versions of the server. Run it again on a tree nobody edits meanwhile.
+"""
+PLACEMENT = {
+    0: "the deployment under test (instances and Redis) gets CPU 0, the instruments CPU 1.",
+    1: "next to the load generator and the mocks, off the instances' core.",
+}
+
+
+def _findings(records: list[dict[str, Any]]) -> str:
+    """The summary's bullets: the three properties, turn by turn."""
+    turns = len(records)
+    shared = [r for r in records if "redis" in r]
+    per_event = sum(r["redis"]["messages_per_event"] == BY_KEY[r["setup"]].watched for r in shared)
+    copies = [r["redis"]["copies_from_bytes"] for r in shared]
+    agree = sum(
+        round(r["redis"]["copies_from_bytes"]) == r["redis"]["numsub_after"] for r in shared
+    )
+    heard = [r for r in shared if None not in r["events_heard"]]
+    heard_ok = sum(
+        r["events_heard"] == [r["redis"]["events"] if n else 0 for n in r["viewers_per_instance"]]
+        for r in heard
+    )
+    catch_up = sum(r["redis"]["catch_up_reads"] for r in shared)
+    whole = sum(r["check"]["gaps"] == 0 and r["check"]["texts"] == 1 for r in records)
+    if heard:
+        count = (
+            f"every event once on each instance with viewers and none on the others in "
+            f"{heard_ok} of {len(heard)} turns"
+        )
+    else:
+        count = "not exposed by `/metrics`"
+    lines = [
+        f"- **Redis messages per event = instances with viewers** in {per_event} of "
+        f"{len(shared)} turns through Redis (viewers on 3 instances: 3; on 2 of 3: 2). "
+        f"Counted from Redis's output bytes instead: {min(copies, default=0):.2f} to "
+        f"{max(copies, default=0):.2f} copies of each turn's messages, the nearest whole "
+        f"number matching in {agree} of {len(shared)}.",
+        f"- **Each instance's own count** (`fanout_broker_events_heard_total`): {count}. "
+        f"Replicas that read the stream to catch up during a measured turn: {catch_up} reads.",
+        f"- **One upstream request per prompt** in "
+        f"{sum(r['requests'] == 1 for r in records)} of {turns} turns.",
+        f"- **Every viewer rebuilt the same text with no gap** in {whole} of {turns} turns.",
+    ]
+    lines = [textwrap.fill(line, 92, subsequent_indent="  ") for line in lines]
+    return "\n".join(lines)
+
+
+def section(saved: dict[str, Any]) -> str:
+    """The whole section, its markers included."""
+    plan, info = saved["plan"], saved["machine"]
+    records = [r for r in saved["records"] if "error" not in r]
+    failed = [r for r in saved["records"] if "error" in r]
+    cpu = plan["redis_cpu"]
+    sizes = ", ".join(f"{n:,}" for n in plan["sizes"])
+    logs = Counter(ln.split(": ", 1)[1] for r in saved["records"] for ln in r["log"])
+    log_text = (
+        "\n".join(f"    {n:4} x  {ln}" for ln, n in logs.most_common(30)) if logs else "None."
+    )
+    failures = "".join(
+        f"\n- FAILED: {r['mode']} {r['viewers']:,} {r['setup']} round {r['round'] + 1}: "
+        f"{r['error']}"
+        for r in failed
+    )
+    packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    pinned = (
+        f"yes: the fanout instances on CPU 0, redis-server on CPU {cpu}, the mock upstreams "
+        "and the load generator on CPU 1"
+        if info["pinned"]
+        else "no (taskset missing, or one CPU)"
+    )
+    rate, burst, paced = f"{plan['paced_rate']:g}", plan["burst_tokens"], plan["paced_tokens"]
+    return f"""{BEGIN}
+## {TITLE}
+
+Three fanout instances share one room through a real redis-server: N viewers of the room are
+spread evenly over the instances, one prompt goes to the first instance, which streams the
+answer from the mock upstream (one request) and publishes each event once to Redis, and
+Redis sends it to every instance that listens to the room. Generated by
+`python -m bench.scale_out` (the second step of `make bench`) on
+{datetime.date.today().isoformat()}; raw numbers in `bench/scale_out.json`.
+
+### Summary
+
+{_findings(records)}
+{CHANGED if info.get("server_changed_during_run") else ""}{failures}
+### Machine and placement
+
+| | |
+|---|---|
+| CPU | {info["cpu"]}, {info["cpus"]} cores |
+| kernel, Python | Linux {info["kernel"]}, Python {info["python"]} |
+| fanout | commit {info["revision"]} |
+| packages | {packages} |
+| pinning | {pinned} |
+| network | loopback only |
+| load average (1/5/15 min) | before {info["load_before"]}, after {info["load_after"]} |
+| run time | {info["seconds"] / 60:.1f} min: `{info["command"]}` |
+
+With two cores this cannot show instances adding capacity: the three instances share CPU 0,
+so together they deliver about what one core can, as the single instance does (the
+`memory://` rows). What it shows is what sharing a room through Redis costs on that core,
+and that it stays correct under load.
+
+redis-server runs on CPU {cpu}: {PLACEMENT[cpu]}
+Its CPU use is in the tables: a few percent of a core at most, since it handles one write
+and a few copies per event, never one per viewer. Other engineers use this machine too;
+"CPU 0 shared" in the notes means CPU 0 was busier than the deployment (its processes and
+the kernel's network thread) by 10% of a core or more.
+
+### Commands
+
+```sh
+make bench                          # bench.run, then bench.scale_out
+python -m bench.scale_out           # this section and bench/scale_out.json
+python -m bench.scale_out --quick   # smoke run: tiny numbers, one round, prints only
+python -m bench.scale_out --from-results   # redraw this section from bench/scale_out.json
+python -m bench.scale_out --sizes 600 --setups 3of3,2of3 --modes paced --rounds 1 --out x.md
+python -m bench.scale_out --redis-cpu 1   # redis-server on the load generator's core
+```
+
+`bench.scale_out` rewrites only this section (between its two HTML comment markers), and
+`bench.run` redraws it from `bench/scale_out.json`: neither run removes the other's results.
+
+What it starts (Redis and the two mocks once; the instances afresh for every measured turn):
+
+```sh
+taskset -c {cpu} redis-server --port R --bind 127.0.0.1 --save '' --appendonly no
+taskset -c 1 python -m server mock-upstream --port M1 --tokens-per-second 0 --ttft 0
+taskset -c 1 python -m server mock-upstream --port M2 --tokens-per-second {rate} --ttft 0
+# three instances (P1, P2, P3) on the burst mock (M1) or the paced one (M2):
+FANOUT_SERVER_LOG_LEVEL=warning taskset -c 0 python -m server serve --port P1 \\
+    --upstream-url http://127.0.0.1:M1/v1 --model mock --broker redis://127.0.0.1:R/0
+# the baseline: one instance, the same command without --broker (memory://)
+```
+
+No `OPENAI_API_KEY` is set: with `--upstream-url` the instances need none. Everything else
+is `config.toml`'s default (`broker.key_prefix = "fanout"`, `broker.lease_seconds = 5`).
+
+### How it is measured
+
+- **Rounds**: {plan["rounds"]}. Each round runs every answer, size ({sizes} viewers in all,
+  spread evenly over the instances with viewers) and setup in turn, each on fresh
+  instances and a fresh room. Tables give the median (min-max) over the rounds.
+- **Answers**: after a warm-up answer of 20 tokens, the measured one: *burst*,
+  `mock-stamp-{burst}` written as fast as the mock can; *paced*, `mock-stamp-{paced}` at
+  {rate} tokens/s. Each token carries the mock's send time, so latency is receipt time minus
+  stamp (same clock); one viewer in ten is a probe that reads every frame as it comes, as in
+  the single-server benchmarks above. In the burst, latency is mostly queueing: the whole
+  answer arrives at once. Deliveries/s = tokens received by all viewers / (last receipt -
+  first receipt).
+  The producer is instance 1 (its viewers get each event when Redis has stored it); the
+  other instances' viewers get it from Redis's pub/sub: the p99 columns split them.
+  *Per CPU-second* divides the deliveries by the CPU time the instances and Redis used
+  during the turn: what the work cost, even when other processes took part of CPU 0.
+- **Joins**: each instance's first viewer joins alone (that join subscribes the instance to
+  the room's channel and loads the room), then the others 50 at a time.
+- **Notes**: *generator saturated* (the load generator used 90% of its core or more) and
+  *CPU 1 full* (CPU 1 as a whole was 90% busy: generator, mocks, loopback) mean a number
+  may be the load generator's limit; *CPU 0 shared* is explained above.
+- **Whole, one text**: every viewer keeps the measured turn's frames; afterwards each one's
+  text is rebuilt from its deltas (merged deltas included, via `first_seq`) and its seqs
+  checked: `turn.start`, every seq exactly once and in order, `turn.end`. All texts must be
+  identical.
+- **Upstream requests**: the mock's own count (`GET /v1/_stats`) around the measured turn.
+- **Redis**, read just before the prompt and after the last viewer saw `turn.end`: the
+  room's seq (events stored), `INFO commandstats` (XADD and PUBLISH calls, those of the
+  Lua scripts included; XRANGE calls are replicas catching up by reading the stream instead
+  of the live feed) and `PUBSUB NUMSUB` of the room's channel `fanout:{{room}}`. Redis
+  counts no deliveries of pub/sub messages, so messages sent = events x subscribers. As an
+  independent check, the growth of `total_net_output_bytes` (less the replies to the
+  benchmark's own reads, which it reads in RESP directly to know their size) is divided by
+  the bytes ONE subscriber receives for the turn (each `E epoch kind seq data` payload as a
+  RESP2 `message`): the copies Redis wrote. It runs a little above the subscriber count
+  because the counter also holds the replies to the producer's own writes.
+- **Each instance's count**: the events it heard on pub/sub, from its `/metrics`
+  (`fanout_broker_events_heard_total`) before and after the turn, when it exposes it.
+- **Viewers on 2 of 3 instances**: the third instance's viewers (1% of N) watch the warm-up
+  and leave before the measured turn, so that instance must also have stopped listening to
+  the room (subscriptions are reference counted): the subscriber count has to drop to 2.
+
+### Burst: deliveries
+
+{deliveries_table(records, "burst", cpu)}
+
+### Paced: latency
+
+{deliveries_table(records, "paced", cpu)}
+
+### Redis per measured turn
+
+Events are the turn's `turn.start`, deltas and `turn.end`. "Per event" is the channel's
+subscriber count (the instances listening) over the turn; "copies" is counted from bytes.
+
+{redis_table(records)}
+
+### Instance logs (warnings and errors)
+
+{log_text}
+{END}
+"""
+
+
+def splice(document: str, block: str) -> str:
+    """``document`` with its scale-out section replaced by ``block``, or ``block`` appended."""
+    start = document.find(BEGIN)
+    end = document.find(END, max(start, 0))
+    if start < 0 and end < 0:
+        return f"{document.rstrip()}\n\n{block}" if document.strip() else block
+    if start < 0 or end < 0:
+        raise ValueError(f"one scale-out marker without the other: {BEGIN} ... {END}")
+    return document[:start] + block + document[end + len(END) :].removeprefix("\n")
+
+
+def write(path: Path, saved: dict[str, Any]) -> None:
+    """Rewrite the scale-out section of ``path`` (appended when absent), nothing else."""
+    path.write_text(splice(path.read_text() if path.exists() else "", section(saved)))
+
+
+def saved_section() -> str:
+    """The section drawn from bench/scale_out.json, or nothing when there is no such file."""
+    return section(json.loads(RESULTS.read_text())) if RESULTS.is_file() else ""
