@@ -15,10 +15,12 @@ from .config import Config
 from .core.room import RoomLimits
 from .errors_http import json_errors
 from .guards import ConnectionCount, PromptRate
+from .heartbeat import Heartbeat
 from .hub import Hub, HubLimits
 from .keys import (
     CONFIG,
     CONNECTIONS,
+    HEARTBEAT,
     HUB,
     METRICS,
     PROMPT_RATE,
@@ -27,6 +29,7 @@ from .keys import (
     UPSTREAM,
 )
 from .metrics import Metrics
+from .ring import ring_of
 from .turns import TurnRunner
 from .upstream import OPENAI_BASE_URL, UpstreamClient
 from .ws import websocket_handler
@@ -61,6 +64,7 @@ def create_app(config: Config) -> web.Application:
     metrics.watch(app[HUB], app[SOCKETS], app[SSE_STREAMS])
     app[PROMPT_RATE] = PromptRate(config)
     app[CONNECTIONS] = ConnectionCount(config.limits.max_connections_per_client)
+    app[HEARTBEAT] = Heartbeat(config.server.heartbeat_seconds)
     app.router.add_routes(http_api.routes)
     app.router.add_routes(tap.routes)
     app.router.add_routes(sse_endpoint.routes)
@@ -68,6 +72,7 @@ def create_app(config: Config) -> web.Application:
     pages.setup_pages(app)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
+    app.cleanup_ctx.append(_heartbeat_ctx)
     app.on_shutdown.append(_shutdown)
     return app
 
@@ -125,6 +130,12 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Ping silent WebSocket connections; drop those that do not answer."""
+    async for _ in app[HEARTBEAT].context():
+        yield
+
+
 async def _shutdown(app: web.Application) -> None:
     """Graceful shutdown (SIGTERM), after the listening socket closed: end streaming turns
     for their viewers, then close every connection with 1001 after what is queued.
@@ -134,5 +145,6 @@ async def _shutdown(app: web.Application) -> None:
     hub = app[HUB]
     await hub.close()  # each running turn ends (truncated) and its turn.end is queued
     for room in hub.rooms.values():
+        ring_of(room).flush(room)  # a large room's round: everything before the 1001
         for sub in tuple(room.subscribers):
             sub.close(GOING_AWAY, "server shutting down")

@@ -46,15 +46,17 @@ class Room:
         self.idle_since = time.monotonic()
 
     def publish(self, events: Iterable[ServerMessage]) -> None:
-        """Encode each event once and queue it for every subscriber."""
+        """Encode each event once and deliver it to every subscriber, a slice at a time in a
+        large room (``ring``)."""
+        from .ring import ring_of
+
         started = time.perf_counter()
-        for event in events:
-            data = encode(event)
-            for sub in self.subscribers:
-                sub.send(event, data)
-            if self.metrics is not None and type(event) is TurnEnd:
-                self.metrics.turns.labels(event.status).inc()
+        frames = [(event, encode(event)) for event in events]
+        ring_of(self).publish(self, frames)
         if self.metrics is not None:
+            for event, _ in frames:
+                if type(event) is TurnEnd:
+                    self.metrics.turns.labels(event.status).inc()
             self.metrics.publish.observe(time.perf_counter() - started)
 
 

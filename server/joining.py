@@ -10,6 +10,7 @@ from .core.codec import encode
 from .core.messages import Role, ServerMessage, Welcome
 from .core.types import RoomName
 from .hub import Hub, Room
+from .ring import ring_of
 from .subscriber import Subscriber
 
 
@@ -34,6 +35,7 @@ def attach(
     state = room.state
     replay = state.resume(*resume) if resume is not None else None
     viewers = hub.join(room, sub)
+    sub.pos = ring_of(room).end  # what was published before now is in what it gets here
     send_one(sub, Welcome(state.name, state.epoch, state.seq, role, replay is not None, viewers))
     if replay is None:
         send_one(sub, state.snapshot())
