@@ -60,38 +60,53 @@ def _systems() -> str:
 
 
 LIMITS = """\
-The profiles below (py-spy, sampling the server during a paced answer to 5,000 viewers and
-during a long burst) agree: 55-75% of the server's CPU is inside asyncio's
+The paced profile below (py-spy, sampling the server during an answer to 5,000 viewers at 80
+tokens/s) puts about three quarters of the samples inside asyncio's
 `_SelectorSocketTransport.write`, that is the `send()` system call that puts one frame on one
-socket, and most of the rest is fanout's per-viewer loop (`Room.publish` ->
-`Subscriber.send` -> `WebSocketSink.write_now`, with aiohttp's and asyncio's `closed` and
-`is_closing` checks). JSON, the SSE decoder, the accumulator and the SDK take a few percent:
-each chunk is parsed once and each delta encoded once. So a fan-out round costs one `send()`
-per viewer, a few microseconds each (on loopback a `send()` also runs the receiving socket's
-TCP input, in the sender's softirq), and one core manages roughly 100-150k of them a second:
-the same wall websockets.broadcast and the raw floor hit (their frames/s in the burst table).
+socket; most of the rest is fanout's per-viewer loop (`Ring._step` -> `Subscriber.send` ->
+`WebSocketSink.write_now`). In the burst profile, where a round carries many chunks and
+there are only 500 viewers, reading the upstream (the SSE decoder, JSON, the accumulator, the
+merge) takes about half. The sampler overstates the per-viewer Python: timed alone, against
+transports that do nothing, the loop costs 0.3-0.5 us per viewer, against about 10 us per
+viewer in a real round (a round to 5,000 viewers takes about 50 ms of this core). So a round
+costs one `send()` per viewer (on loopback a `send()` also runs the receiving socket's TCP
+input, in the sender's softirq), and one core manages roughly 100k of them a second: the wall
+websockets.broadcast and the raw floor hit (their frames/s in the burst table).
 
 What keeps fanout ahead of that wall is how few rounds it makes: everything one read of the
-upstream brings goes out as one delta (`RoomState.feed_many`), so the chunks that arrive
-while a round is being sent wait in the socket and the next round carries them all. Rounds
-follow the core's pace, not the model's. In the burst that turns 2,000 deltas into a few
-dozen frames per viewer (compare deliveries/s and frames/s); at 80 tokens/s it keeps p99
-within a few rounds, while the peers, at one frame per token, fall behind for good as soon
-as 80 x N sends a second exceed what the core can do (between 1,000 and 1,500 viewers here).
+upstream brings goes out as one delta (`RoomState.feed_many`), and rounds follow the core's
+pace, not the model's. A round to a large room also goes a slice of 256 viewers at a time
+(`server/ring.py`), reading the upstream between slices: what arrives meanwhile reaches the
+viewers the round has not reached yet, merged with what they were due, and the next round
+starts at once for the others. Sent in one go, a chunk that arrives just after a round began
+waits for that round and then for its own, up to two rounds; sliced, it reaches every viewer
+within one, for the same number of sends. In the burst that turns 2,000 deltas into a handful
+of frames per viewer (compare deliveries/s and frames/s); the peers, at one frame per token,
+fall behind for good as soon as 80 x N sends a second exceed what the core can do (between
+1,000 and 1,500 viewers here). In a check that alternated this version and the previous one
+on a quiet machine (3 runs each, 80 tokens/s), p50 went from 55-59 ms to 36-38 ms at 5,000
+viewers and from 32-33 ms to 23-24 ms at 3,000; p99 from 155-187 ms to 121-158 ms at 5,000,
+and stayed at 72-83 ms at 3,000.
 
-The paced target is still missed at 5,000 viewers: a round of 5,000 sends takes about
-50-60 ms of this core (CPU 0 was fully busy: the server process plus the kernel's network
-work), so p99 lands near 150 ms; 3,000 viewers pass. Under 100 ms at 5,000 needs cheaper
-rounds. The Python around each `send()` (about a quarter of the samples: the per-viewer
-checks and calls) is the part fanout controls; the `send()` itself only gets cheaper with
-fewer system calls per round, which asyncio's transports do not offer, or with more cores
-(several instances behind the broker).
+The paced target is still missed at 5,000 viewers, and the tail that misses it is the load
+generator's. Its 4,500 sink viewers get the same bytes, so they all reach their 4 kB
+`SO_RCVLOWAT` on the same round, wake together, and the generator parses about 100,000 frames
+(some 150 ms of its core) while the probes' frames wait behind them: once or twice per
+answer, every probe's tokens of that moment arrive up to 150 ms late, 2-4% of the samples,
+more than the 1% a p99 allows. In a check with the sinks' thresholds spread over 2-6 kB (the
+same mean; not what this document measures) fanout's p99 at 5,000 viewers was 61-73 ms, the
+previous version's 92-95 ms. The generator is left as it is: changing it changes every
+system's numbers.
 
 Idle memory: the raw floor, the same aiohttp server with nothing else, costs about 14 kB per
-connection, and fanout's per-viewer state (its writer task, subscriber and outbox, the
-welcome and snapshot it sent) adds about 6 kB. About 2 kB of that is the WebSocket heartbeat
-(`server.heartbeat_seconds = 30`: aiohttp keeps a ping timer per connection); in a check
-with it off, fanout took 19.0 kB per idle viewer instead of 20.8.
+connection, and fanout now adds about 2 kB (it added 7 kB before). What went: aiohttp's
+heartbeat per connection (its state pushed every WebSocket response's attribute dict into a
+larger size, about 1.6 kB; one heartbeat for the whole instance, `server/heartbeat.py`, now
+visits the connections a set at a time and pings the silent ones), the writer task per
+connection (about 1 kB: one is started only while a subscriber's outbox holds something), the
+outbox's empty deque (about 0.7 kB, shared while empty), the security headers kept on every
+101 response (0.5 kB), and two of the three coroutine frames an idle connection's handler
+waited in (about 0.6 kB).
 """
 
 

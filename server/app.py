@@ -17,10 +17,12 @@ from .config import Config
 from .core.room import RoomLimits
 from .errors_http import json_errors
 from .guards import ConnectionCount, PromptRate
+from .heartbeat import Heartbeat
 from .hub import Hub, HubLimits
 from .keys import (
     CONFIG,
     CONNECTIONS,
+    HEARTBEAT,
     HUB,
     METRICS,
     PROMPT_RATE,
@@ -69,6 +71,7 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     metrics.watch(app[HUB], app[SOCKETS], app[SSE_STREAMS])
     app[PROMPT_RATE] = PromptRate(config)
     app[CONNECTIONS] = ConnectionCount(config.limits.max_connections_per_client)
+    app[HEARTBEAT] = Heartbeat(config.server.heartbeat_seconds)
     app.router.add_routes(http_api.routes)
     app.router.add_routes(tap.routes)
     app.router.add_routes(sse_endpoint.routes)
@@ -77,6 +80,7 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
+    app.cleanup_ctx.append(_heartbeat_ctx)
     app.on_shutdown.append(_shutdown)
     return app
 
@@ -145,6 +149,12 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Ping silent WebSocket connections; drop those that do not answer."""
+    async for _ in app[HEARTBEAT].context():
+        yield
+
+
 async def _shutdown(app: web.Application) -> None:
     """Graceful shutdown (SIGTERM), after the listening socket closed: end streaming turns
     for their viewers, then close every connection with 1001 after what is queued.
@@ -154,5 +164,6 @@ async def _shutdown(app: web.Application) -> None:
     hub = app[HUB]
     await hub.close()  # each running turn ends (truncated) and its turn.end is queued
     for room in hub.rooms.values():
+        room.ring.flush(room)  # a large room's round: everything before the 1001
         for sub in tuple(room.subscribers):
             sub.close(GOING_AWAY, "server shutting down")

@@ -32,6 +32,7 @@ def attach(
     state = room.state
     replay = state.resume(*resume) if resume is not None else None
     viewers = hub.join(room, sub)
+    sub.pos = room.ring.end  # what was published before now is in what it gets here
     send_one(sub, Welcome(state.name, state.epoch, state.seq, role, replay is not None, viewers))
     if replay is None:
         send_one(sub, state.snapshot())

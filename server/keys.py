@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .config import Config
 from .guards import ConnectionCount, PromptRate
+from .heartbeat import Heartbeat
 from .hub import Hub
 from .metrics import Metrics
 from .subscriber import Subscriber
@@ -19,3 +20,4 @@ SSE_STREAMS: web.AppKey[set[Subscriber]] = web.AppKey("sse_streams")
 PROMPT_RATE = web.AppKey("prompt_rate", PromptRate)
 CONNECTIONS = web.AppKey("connections", ConnectionCount)
 METRICS = web.AppKey("metrics", Metrics)
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)

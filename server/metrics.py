@@ -38,7 +38,8 @@ class Metrics:
         )
         self.publish = Histogram(
             "fanout_publish_seconds",
-            "Time to encode one event and queue it for every subscriber of its room.",
+            "Time to encode a room's new events and deliver or queue them for its subscribers "
+            "(in a room larger than one slice, for the first slice: the rest follows).",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -58,7 +58,13 @@ def setup_pages(app: web.Application) -> None:
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """nosniff and no referrer everywhere; a strict Content-Security-Policy on HTML pages."""
+    """nosniff and no referrer everywhere; a strict Content-Security-Policy on HTML pages.
+
+    Not on a WebSocket's 101: it has no body to sniff and is no page to refer from, and the
+    response object (headers included) lives as long as the connection.
+    """
+    if response.status == 101:
+        return
     for name, value in EVERY_RESPONSE_HEADERS.items():
         response.headers.setdefault(name, value)
     if response.content_type == "text/html":

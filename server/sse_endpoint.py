@@ -6,7 +6,6 @@ SSE framing; ``Last-Event-ID`` resumes exactly as ``epoch``/``since`` do. Read-o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
@@ -97,26 +96,19 @@ async def _stream(
         return response
     streams = request.app[SSE_STREAMS]
     streams.add(sub)
-    writer = asyncio.create_task(sub.run(), name="sse-writer")
+    sub.start()
     try:
-        await _keep_alive(response, sub, writer, config.server.sse_keepalive_seconds)
+        await _keep_alive(response, sub, config.server.sse_keepalive_seconds)
     finally:
         streams.discard(sub)
         hub.leave(room, sub)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await sub.stop(0.0)
     return response
 
 
-async def _keep_alive(
-    response: web.StreamResponse, sub: Subscriber, writer: asyncio.Task[None], every: float
-) -> None:
-    """Send a comment line when idle until the writer stops or the client goes away."""
-    while not writer.done():
-        done, _ = await asyncio.wait({writer}, timeout=every or None)
-        if done:
-            return
+async def _keep_alive(response: web.StreamResponse, sub: Subscriber, every: float) -> None:
+    """Send a comment line when idle until the stream ends or the client goes away."""
+    while not await sub.wait_ended(every or None):
         if not len(sub.outbox):
             try:
                 await response.write(KEEPALIVE)

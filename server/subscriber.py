@@ -1,11 +1,13 @@
-"""A subscriber: a bounded outbox drained by its own writer task.
+"""A subscriber: a bounded outbox, drained by a writer task while it holds anything.
 
 The fan-out loop only ever calls ``send``, which never awaits: one stalled reader cannot hold
 up the others (never ``await ws.send_*`` in a loop over subscribers). A subscriber that keeps
 up (nothing queued, nothing waiting in its transport) has the shared encoding written at once,
-with no queue entry and no task switch; the others queue. The rules (the bypass, merging, the
-limit, coalescing) are ``core.outbox``'s; this driver tells it how many bytes wait in the
-transport and carries out its answers.
+with no queue entry and no task switch; the others queue, and a writer task is started to
+drain the queue. It ends when the queue is empty, so a subscriber that keeps up (most of them,
+most of the time) holds no task at all. The rules (the bypass, merging, the limit, coalescing)
+are ``core.outbox``'s; this driver tells it how many bytes wait in the transport and carries
+out its answers.
 
 A close that the peer does not let through in time (a stalled reader: the writer is parked on
 the transport's drain, and the close frame queues behind megabytes) is cut short: the
@@ -15,6 +17,7 @@ transport is aborted, which drops its buffer and wakes the parked writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -47,11 +50,14 @@ class Subscriber:
         "_close_timeout",
         "_closing",
         "_coalesce",
+        "_ended",
+        "_ended_waiter",
         "_sink",
         "_transport",
-        "_waiter",
         "_write_now",
+        "_writer",
         "outbox",
+        "pos",
     )
 
     def __init__(
@@ -64,7 +70,7 @@ class Subscriber:
         coalesce_seconds: float = 0.0,
         close_timeout: float = CLOSE_TIMEOUT_SECONDS,
     ) -> None:
-        """A subscriber; ``run`` is its writer.
+        """A subscriber; ``start`` sends what it was given on joining.
 
         Args:
             sink: where frames go.
@@ -80,11 +86,14 @@ class Subscriber:
         self._transport = transport
         # A coalescing window needs frames to wait in the queue, so it turns the bypass off.
         self._write_now = None if coalesce_seconds else write_now
-        self.outbox = Outbox(outbox_limit, joining=True)  # until the writer starts
-        self._waiter: asyncio.Future[None] | None = None
+        self.outbox = Outbox(outbox_limit, joining=True)  # until start()
+        self._writer: asyncio.Task[None] | None = None
+        self._ended = False  # the close was carried out, or a write failed
+        self._ended_waiter: asyncio.Future[None] | None = None  # only while one waits
         self._closing: tuple[int, str] | None = None
         self._coalesce = coalesce_seconds
         self._close_timeout = close_timeout
+        self.pos = 0  # how much of its room's pending events it was given (``ring``)
 
     @property
     def closing(self) -> bool:
@@ -117,6 +126,11 @@ class Subscriber:
             return
         self._wake()
 
+    def start(self) -> None:
+        """The join burst (welcome, then the snapshot or the replay) is queued: send it."""
+        self.outbox.joined()
+        self._wake()
+
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to close the connection after what is queued before now."""
         if self._closing is None:
@@ -132,24 +146,18 @@ class Subscriber:
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Start a writer, unless one runs (it sees what was queued) or the join burst is
+        still being queued (``start`` wakes it)."""
+        if self._writer is None and not self.outbox.joining and not self._ended:
+            self._writer = asyncio.create_task(self._write(), name="subscriber-writer")
 
-    async def run(self) -> None:
-        """The writer: drain the outbox into the sink until a close is asked for."""
-        loop = asyncio.get_running_loop()
+    async def _write(self) -> None:
+        """The writer: drain the outbox into the sink; close when a close is asked for."""
         outbox = self.outbox
-        outbox.joined()  # the welcome and snapshot (or replay) are queued by now
         try:
             while self._closing is None:
                 if not outbox:
-                    self._waiter = loop.create_future()
-                    try:
-                        await self._waiter
-                    finally:
-                        self._waiter = None
-                    continue
+                    return  # drained: the next frame that must queue starts a new writer
                 if self._coalesce and outbox.coalescible():
                     outbox.coalescing = True
                     try:
@@ -163,9 +171,41 @@ class Subscriber:
             while (data := outbox.pop()) is not None:
                 await self._sink.write(data)
             await self._sink.close(*self._closing)
+            self._end()
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away mid-write; the reader side notices and cleans up.
             log.debug("writer stopped: %s", exc)
+            self._end()
+        finally:
+            self._writer = None
+
+    def _end(self) -> None:
+        self._ended = True
+        waiter = self._ended_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_ended(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: no limit) for the connection to end: its close
+        carried out, or a write that failed. True once it has."""
+        if not self._ended:
+            if self._ended_waiter is None:
+                self._ended_waiter = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._ended_waiter), timeout)
+        return self._ended
+
+    async def stop(self, grace: float) -> None:
+        """The connection is going: let a close that was asked for go out (up to ``grace``
+        seconds), then stop the writer."""
+        if grace > 0 and self._closing is not None and self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), grace)
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
 
 
 def connection_subscriber(

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from .auth import request_claims
 from .config import Config
-from .core.auth_rules import Claims, authorize, may_prompt
+from .core.auth_rules import authorize, may_prompt
 from .core.codec import decode_client_frame
 from .core.errors import ClientError
 from .core.messages import CancelRequest, ErrorFrame, Role
 from .core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
-from .core.types import RoomName, parse_room_name
-from .core.wsframe import FrameOnce
+from .core.types import parse_room_name
+from .core.wsframe import PING, FrameOnce
 from .guards import PromptRate, check_origin, client_address
+from .heartbeat import Beating
 from .hub import Hub, Room
 from .joining import attach, send_one
-from .keys import CONFIG, CONNECTIONS, HUB, PROMPT_RATE, SOCKETS
+from .keys import CONFIG, CONNECTIONS, HEARTBEAT, HUB, PROMPT_RATE, SOCKETS
 from .subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,15 @@ CLOSE_REASONS = {TOO_MANY_BAD_FRAMES: "too many bad frames", RATE_LIMITED: "rate
 CLOSE_WAIT_SECONDS = 5.0
 
 
-class WebSocketSink:
-    """Writes pre-encoded frames to an aiohttp WebSocket."""
+class WebSocketSink(Beating):
+    """Writes pre-encoded frames to an aiohttp WebSocket; the heartbeat's view of it too."""
 
     __slots__ = ("transport", "ws")
 
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None
     ) -> None:
+        super().__init__()
         self.ws = ws
         self.transport = transport
 
@@ -58,12 +59,25 @@ class WebSocketSink:
         if transport is not None and not transport.is_closing() and not self.ws.closed:
             transport.write(_FRAMES.frame(data))
 
+    def ping(self) -> None:
+        """Send a ping (the heartbeat's); whole frames only ever reach the transport, so it
+        cannot land inside another frame."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not self.ws.closed:
+            transport.write(PING)
+
+    def drop(self) -> None:
+        """Drop a connection that answered nothing: its reader sees the end at once."""
+        if self.transport is not None:
+            self.transport.abort()
+
     async def close(self, code: int, reason: str) -> None:
         """Close with ``code``."""
         await self.ws.close(code=code, message=reason.encode())
 
 
 _FRAMES = FrameOnce()  # every subscriber of an event gets the same frame bytes
+_ENDS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
 
 def resume_point(query: dict[str, str]) -> tuple[str, int] | None:
@@ -81,7 +95,11 @@ def resume_point(query: dict[str, str]) -> tuple[str, int] | None:
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    """Join a room: welcome, snapshot or replay, then live events; read client frames."""
+    """Join a room: welcome, snapshot or replay, then live events; read client frames.
+
+    One coroutine for the connection's whole life: an idle viewer is this frame parked in
+    ``ws.receive()``, so every coroutine more in that chain would cost memory per viewer.
+    """
     config = request.app[CONFIG]
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
@@ -95,9 +113,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         authorize(claims, name, "view")
         role = claims.role
     hub.check_capacity(name)
-    heartbeat = config.server.heartbeat_seconds or None
+    # No aiohttp heartbeat (a timer per connection, and its state on every response): the
+    # instance's heartbeat wheel pings, and this reader answers pings itself.
     ws = web.WebSocketResponse(
-        max_msg_size=config.limits.max_frame_bytes, compress=False, heartbeat=heartbeat
+        max_msg_size=config.limits.max_frame_bytes, compress=False, autoping=False
     )
     await ws.prepare(request)
     address = client_address(request)
@@ -106,61 +125,60 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await ws.close(code=LIMIT_REACHED, message=b"too many connections from this address")
         return ws
     try:
-        await _serve(request, ws, name, resume, role, claims)
+        sink = WebSocketSink(ws, request.transport)
+        sub = connection_subscriber(
+            sink, config.limits, request.transport, write_now=sink.write_now
+        )
+        try:
+            room = await hub.open(name)
+            attach(hub, room, sub, resume, role)
+        except ClientError as exc:
+            await ws.close(code=exc.close_code or CAPACITY, message=exc.message.encode())
+            return ws
+        sub.start()
+        expiry = None
+        if claims is not None:
+            # PROTOCOL.md: a live connection whose token expires is closed with 4500.
+            delay = max(0.0, claims.exp - time.time())
+            expiry = asyncio.get_running_loop().call_later(
+                delay, sub.close, TOKEN_EXPIRED, "token expired"
+            )
+        sockets, heartbeat = request.app[SOCKETS], request.app[HEARTBEAT]
+        sockets.add(ws)
+        heartbeat.add(sink)
+        reader = FrameReader(hub, room, sub, role, address, request.app[PROMPT_RATE], config)
+        try:
+            while (msg := await ws.receive()).type not in _ENDS:
+                sink.heard = True
+                if not await reader.take(ws, msg):
+                    break
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            heartbeat.discard(sink)
+            sockets.discard(ws)
+            hub.leave(room, sub)
+            # Let the writer deliver what is queued (an error frame) and the close code.
+            await sub.stop(CLOSE_WAIT_SECONDS)
     finally:
         connections.release(address)
     return ws
 
 
-async def _serve(
-    request: web.Request,
-    ws: web.WebSocketResponse,
-    name: RoomName,
-    resume: tuple[str, int] | None,
-    role: Role,
-    claims: Claims | None,
-) -> None:
-    config = request.app[CONFIG]
-    hub = request.app[HUB]
-    sink = WebSocketSink(ws, request.transport)
-    sub = connection_subscriber(sink, config.limits, request.transport, write_now=sink.write_now)
-    try:
-        room = await hub.open(name)
-        attach(hub, room, sub, resume, role)
-    except ClientError as exc:
-        await ws.close(code=exc.close_code or CAPACITY, message=exc.message.encode())
-        return
-    expiry = None
-    if claims is not None:
-        # PROTOCOL.md: a live connection whose token expires is closed with 4500.
-        delay = max(0.0, claims.exp - time.time())
-        expiry = asyncio.get_running_loop().call_later(
-            delay, sub.close, TOKEN_EXPIRED, "token expired"
-        )
-    sockets = request.app[SOCKETS]
-    sockets.add(ws)
-    writer = asyncio.create_task(sub.run(), name="ws-writer")
-    reader = FrameReader(
-        hub, room, sub, role, client_address(request), request.app[PROMPT_RATE], config
-    )
-    try:
-        await reader.read(ws)
-    finally:
-        if expiry is not None:
-            expiry.cancel()
-        sockets.discard(ws)
-        hub.leave(room, sub)
-        if sub.closing:
-            # Let the writer deliver what is queued (an error frame) and the close code.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(writer), CLOSE_WAIT_SECONDS)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
-
-
 class FrameReader:
     """Reads one connection's client frames and answers what cannot be honoured."""
+
+    __slots__ = (
+        "address",
+        "default_model",
+        "hub",
+        "max_prompt_chars",
+        "rate",
+        "refusals",
+        "role",
+        "room",
+        "sub",
+    )
 
     def __init__(
         self,
@@ -180,15 +198,17 @@ class FrameReader:
             config.limits.max_bad_frames, config.limits.max_rate_limited_frames
         )
 
-    async def read(self, ws: web.WebSocketResponse) -> None:
-        """Until the connection ends or is closed for what its client sent."""
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                log.info("room %s: binary frame, closing 1003", self.room.state.name)
-                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
-                return
-            if msg.type == WSMsgType.TEXT and not await self._frame(msg.data):
-                return
+    async def take(self, ws: web.WebSocketResponse, msg: WSMessage) -> bool:
+        """Handle one client frame; False once the connection is being closed for it."""
+        if msg.type == WSMsgType.TEXT:
+            return await self._frame(msg.data)
+        if msg.type == WSMsgType.PING:
+            await ws.pong(msg.data)  # RFC 6455, section 5.5.3 (autoping is off)
+        elif msg.type == WSMsgType.BINARY:
+            log.info("room %s: binary frame, closing 1003", self.room.state.name)
+            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
+            return False
+        return True  # a pong: the heartbeat heard it
 
     async def _frame(self, text: str) -> bool:
         """Handle one text frame; False once the connection is being closed."""

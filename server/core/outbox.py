@@ -77,6 +77,11 @@ def _extend(run: _Run, deltas: list[Delta], text: int) -> None:
     run.deltas.extend(deltas)
 
 
+# The queue of a subscriber that keeps up: shared, and never appended to (``push`` gives an
+# outbox its own deque first), so an idle subscriber holds no deque of its own (about 600 bytes).
+_NO_ITEMS: deque[_Entry] = deque()
+
+
 def _size(entry: _Entry) -> int:
     return entry.size if isinstance(entry, _Run) else len(entry[1])
 
@@ -111,7 +116,7 @@ class Outbox:
             behind_frames: queued frames that mean "behind" (0 = only backpressure counts).
             joining: the join burst comes first, free of the limit, until ``joined()``.
         """
-        self._items: deque[_Entry] = deque()
+        self._items = _NO_ITEMS
         self.limit = limit
         self.behind_frames = behind_frames
         self.joining = joining
@@ -134,6 +139,8 @@ class Outbox:
             in_flight: bytes handed to the transport and not yet sent.
         """
         items = self._items
+        if items is _NO_ITEMS:
+            items = self._items = deque()
         if not (
             items
             and isinstance(msg, Delta)
@@ -191,6 +198,8 @@ class Outbox:
         if not self._items:
             return None
         entry = self._items.popleft()
+        if not self._items:
+            self._items = _NO_ITEMS  # drained: give the deque back
         size = _size(entry)
         self.size -= size
         self._popped += size
@@ -198,7 +207,7 @@ class Outbox:
 
     def clear(self) -> None:
         """Drop the backlog (the subscriber is being closed and will resume)."""
-        self._items.clear()
+        self._items = _NO_ITEMS
         self.size = 0
         self._burst = 0
 

@@ -16,6 +16,8 @@ class RefusalCount:
     room's state, not the client's fault, and close nothing. 0 means never.
     """
 
+    __slots__ = ("bad", "max_bad", "max_rate_limited", "rate_limited")
+
     def __init__(self, max_bad: int, max_rate_limited: int) -> None:
         self.max_bad = max_bad
         self.max_rate_limited = max_rate_limited

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 FIN_TEXT = 0x81  # FIN bit and opcode 0x1 (text); RSV bits clear: no compression
+PING = bytes((0x89, 0))  # a final ping (opcode 0x9) with no payload (section 5.5.2)
 _SHORT = struct.Struct("!BB").pack
 _MEDIUM = struct.Struct("!BBH").pack
 _LONG = struct.Struct("!BBQ").pack

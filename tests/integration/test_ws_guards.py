@@ -147,3 +147,32 @@ async def test_a_silent_client_is_dropped_by_the_heartbeat(
         await asyncio.sleep(0.05)
     assert await viewers() == 0
     await silent.close()
+
+
+async def test_a_client_that_answers_pings_stays_and_its_pings_get_pongs(
+    make_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Pongs keep a quiet client connected through many ping intervals; its own pings are
+    answered with the same payload."""
+    server = await make_server(server__heartbeat_seconds=0.2)
+    quiet = await session.ws_connect(ws_url(server, "hb2"))  # answers pings by itself
+    pinger = await session.ws_connect(ws_url(server, "hb2"), autoping=False)
+    await pinger.ping(b"are you there")
+    while (msg := await asyncio.wait_for(pinger.receive(), 5)).type != aiohttp.WSMsgType.PONG:
+        if msg.type == aiohttp.WSMsgType.PING:
+            await pinger.pong(msg.data)
+    assert msg.data == b"are you there"
+    await pinger.close()
+
+    async def read_all() -> None:  # the client answers pings while it reads
+        async for _ in quiet:
+            pass
+
+    reading = asyncio.create_task(read_all())
+    await asyncio.sleep(1.0)  # five ping intervals
+    assert not reading.done()
+    async with session.get(server.make_url("/api/rooms")) as resp:
+        rooms = (await resp.json())["rooms"]
+    assert [r["viewers"] for r in rooms if r["name"] == "hb2"] == [1]
+    await quiet.close()
+    await asyncio.wait_for(reading, 5)
