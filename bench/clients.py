@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import math
 import os
@@ -33,16 +34,20 @@ _STAMP = re.compile(rb"\d{9,11}\.\d{6}")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-# A sink reads only when this much has arrived (SO_RCVLOWAT) while a turn streams.
-SINK_LOWAT = 4096
+# A sink reads only when this much has arrived (SO_RCVLOWAT) while a turn streams. Each sink
+# gets its own threshold, spread evenly over 2-6 kB (mean 4 kB): with one threshold for all,
+# every sink crossed it on the same round and the generator parsed all their frames at once,
+# holding up the probes behind it (a tail of the generator's, not of the server under test).
+SINK_LOWAT_MIN, SINK_LOWAT_MAX = 2048, 6144
+_lowats = itertools.cycle(range(SINK_LOWAT_MIN, SINK_LOWAT_MAX + 1, 64))
 
 
 class Tally:
     """What the healthy viewers received during one turn.
 
     Probes read every frame as it arrives and give the latencies; sinks (all other viewers)
-    read in batches of SINK_LOWAT bytes, so that one generator core can keep thousands of
-    viewers drained. Both count every token they receive.
+    read in batches of 2-6 kB (``SINK_LOWAT_MIN`` to ``SINK_LOWAT_MAX``), so that one generator
+    core can keep thousands of viewers drained. Both count every token they receive.
     """
 
     def __init__(self, readers: int, probes: int, stamped: bool = True) -> None:
@@ -112,6 +117,7 @@ class WireClient(asyncio.Protocol):
         self.crowd = crowd
         self.sio = sio
         self.probe = probe
+        self.lowat = next(_lowats)
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[None] | None = None
         self._head = b""
@@ -224,7 +230,7 @@ class WireClient(asyncio.Protocol):
         it answers the server's pings in time)."""
         if self.transport is not None and not self.probe:
             sock = self.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, SINK_LOWAT if on else 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.lowat if on else 1)
 
     async def close(self) -> None:
         """Send a close frame and drop the connection."""
