@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .broker.base import Broker, BrokerUnavailable, Record
 from .broker.memory import MemoryBroker, MemoryStore
-from .core.errors import ClientError
+from .core.errors import ClientError, broker_unavailable, turn_in_progress
 from .core.messages import PromptRequest, SequencedEvent, TurnEnd
 from .core.room import RoomLimits, RoomState, TurnKind, TurnStarted
 from .core.types import RoomName, TurnId
@@ -131,7 +131,7 @@ class Hub:
             except BrokerUnavailable as exc:
                 room.listening = False
                 await self.broker.unlisten(name)
-                raise _broker_down() from exc
+                raise broker_unavailable() from exc
             finally:
                 room.opening = None
                 opened.set()
@@ -139,7 +139,7 @@ class Hub:
         elif room.opening is not None:
             await room.opening.wait()  # another open is subscribing and loading it
             if not room.listening:
-                raise _broker_down()
+                raise broker_unavailable()
         # What the caller reads next must be stored already: wait for writes in flight, and
         # for a refused write's reload.
         while room.pending or room.reload:
@@ -149,7 +149,7 @@ class Hub:
             try:
                 await self.replicas.sync_now(room)
             except BrokerUnavailable as exc:
-                raise _broker_down() from exc
+                raise broker_unavailable() from exc
         return room
 
     def _maybe_unlisten(self, room: Room) -> None:
@@ -279,12 +279,7 @@ class Hub:
         try:
             return await self._submit(room, request, default_model, kind, body, listener)
         except (BrokerUnavailable, TurnLost) as exc:
-            raise ClientError(
-                "unavailable",
-                "the broker is unavailable; try again",
-                ref=request.id,
-                temporary=True,
-            ) from exc
+            raise broker_unavailable(request.id) from exc
         finally:
             room.busy -= 1
             self._maybe_unlisten(room)
@@ -300,9 +295,7 @@ class Hub:
     ) -> TurnStarted:
         state = room.state
         if request.id is None and (room.fence or state.streaming_turn is not None):
-            raise ClientError(
-                "turn_in_progress", "a turn is already streaming", ref=request.id, temporary=True
-            )
+            raise turn_in_progress(request.id)
         claimed = await self.writes.claim(room, request)
         if isinstance(claimed, TurnStarted):
             return claimed
@@ -352,9 +345,7 @@ class Hub:
         try:
             return await self._cancel(room, turn_id)
         except (BrokerUnavailable, TurnLost) as exc:
-            raise ClientError(
-                "unavailable", "the broker is unavailable; try again", temporary=True
-            ) from exc
+            raise broker_unavailable() from exc
         finally:
             room.busy -= 1
             self._maybe_unlisten(room)
@@ -447,10 +438,6 @@ class Hub:
             side.cancel()
         await asyncio.gather(*sides, return_exceptions=True)
         await self.broker.close()
-
-
-def _broker_down() -> ClientError:
-    return ClientError("unavailable", "the broker is unavailable", temporary=True, close_code=1013)
 
 
 class TurnStarter(Protocol):

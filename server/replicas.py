@@ -170,7 +170,7 @@ class Replicas:
         log.info(
             "room %s: reloaded from the broker (epoch %s, seq %d)", old.name, state.epoch, state.seq
         )
-        replay = state.resume(old.epoch, room.delivered) if state.epoch == old.epoch else None
+        replay = state.resume(old.epoch, room.delivered)  # None on a new epoch
         if replay is None:
             log.warning(
                 "room %s: history seen by %d subscriber(s) is gone; closing them to resume",

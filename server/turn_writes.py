@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .broker.base import Broker, BrokerUnavailable, Fenced, Record
 from .core.codec import encode
-from .core.errors import ClientError
+from .core.errors import turn_in_progress
 from .core.messages import PromptRequest, SequencedEvent, TurnEnd, TurnStart
 from .core.room import TurnStarted
 from .core.types import TurnId
@@ -118,9 +118,7 @@ class TurnWrites:
             else:  # stale or epoch: catch up, then try again
                 room.reload = room.reload or claim.status == "epoch"
                 await self.replicas.sync_now(room)
-        raise ClientError(
-            "turn_in_progress", "a turn is already streaming", ref=request.id, temporary=True
-        )
+        raise turn_in_progress(request.id)
 
     async def keep_lease(self, room: Room, fence: int) -> None:
         """Renew the lease while the turn streams; a lost lease stops the turn here."""

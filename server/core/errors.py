@@ -52,6 +52,18 @@ class ClientError(FanoutError):
         return HTTP_STATUS.get(self.code, 400)
 
 
+def turn_in_progress(ref: str | None) -> ClientError:
+    """A prompt while a turn streams (PROTOCOL.md: temporary; ``ref`` is the prompt's id)."""
+    return ClientError("turn_in_progress", "a turn is already streaming", ref=ref, temporary=True)
+
+
+def broker_unavailable(ref: str | None = None) -> ClientError:
+    """The broker could not be reached: temporary; a connection is closed with 1013."""
+    return ClientError(
+        "unavailable", "the broker is unavailable", ref=ref, temporary=True, close_code=1013
+    )
+
+
 class UpstreamError(FanoutError):
     """The upstream's fault: ends the turn as ``failed`` with a scrubbed code and message."""
 

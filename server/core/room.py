@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .accumulator import ChunkAccumulator, error_info
-from .errors import UPSTREAM_TIMEOUT_MESSAGE, ClientError
+from .errors import UPSTREAM_TIMEOUT_MESSAGE, ClientError, turn_in_progress
 from .merge import merge_choices
 from .messages import (
     ChoiceDelta,
@@ -169,9 +169,7 @@ class RoomState:
             known, seq = self._prompt_ids[request.id]
             return TurnStarted(turn=known, seq=seq, event=None)
         if self._streaming is not None:
-            raise ClientError(
-                "turn_in_progress", "a turn is already streaming", ref=request.id, temporary=True
-            )
+            raise turn_in_progress(request.id)
         seq = self._next_seq()
         turn = _Turn(turn_id, request, model, now, kind, seq, self._secrets)
         self._turns[turn_id] = turn

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from server.core.codec import encode, turn_view_wire
-from server.core.errors import ClientError
+from server.core.errors import ClientError, broker_unavailable
 from server.core.messages import (
     ChoiceDelta,
     ChoiceEnd,
@@ -232,3 +232,14 @@ def test_tool_call_names_arrive_before_their_arguments() -> None:
     )
     call = replica.snapshot().turns[0].choices[0].tool_calls[0]
     assert (call.id, call.name, call.arguments) == ("c", "f", "{}")
+
+
+def test_broker_unavailable_is_temporary_and_closes_with_1013() -> None:
+    """A broker outage is the client's to wait out: temporary, 503, close 1013."""
+    error = broker_unavailable("p-1")
+    assert (error.code, error.temporary, error.close_code, error.ref) == (
+        "unavailable",
+        True,
+        1013,
+        "p-1",
+    )
