@@ -2,18 +2,33 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test check lint bench clean venv sysdeps
+.PHONY: run test check lint bench clean venv sysdeps lock locked
 
-venv: $(STAMP)
+# Every install comes from uv.lock (hashes included) through uv, itself pinned by hash in
+# requirements-uv.txt; a machine with only python3 gets uv from PyPI into .venv first.
+UV       := $(VENV)/bin/uv
+UV_SYNC  := UV_PYTHON_DOWNLOADS=never $(UV) sync --locked --quiet
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
-	@touch $(STAMP)
+venv: $(UV)
+
+$(UV): requirements-uv.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@[ -x $(VENV)/bin/pip ] || $(PY) -m ensurepip --upgrade >/dev/null
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-uv.txt
+	@touch $(UV)
+
+## lock: re-resolve uv.lock to the newest versions pyproject.toml allows (uv stays at its pin)
+lock: $(UV)
+	$(UV) lock --upgrade
+	$(UV) export --locked --quiet --only-group tools --no-emit-project --format requirements-txt \
+		--output-file requirements-uv.txt
+
+## locked: the packages in .venv are exactly the lock's (uv's own check, then an independent one)
+locked: $(UV)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --locked --check --quiet $(SYNC_EXTRAS)
+	$(PY) -m tests.lock_matches $(SYNC_EXTRAS)
 
 # The tests drive the official openai npm package too (tests/node, pinned by its lock file).
 NODE_STAMP := tests/node/node_modules/.installed
@@ -41,29 +56,28 @@ sysdeps:
 	fi
 
 ## run: start the server (demo mode on the built-in mock upstream when no OPENAI_API_KEY)
-run: $(STAMP)
+run: $(UV)
+	$(UV_SYNC) --inexact
 	$(PY) -m server serve $(ARGS)
 
 ## test: lint, type-check, then every test with coverage (server/core must be 100% covered)
-test: $(STAMP) $(NODE_STAMP) sysdeps
+test: $(UV) $(NODE_STAMP) sysdeps
+	$(UV_SYNC) --extra test
+	$(MAKE) --no-print-directory locked SYNC_EXTRAS="--extra test"
 	$(MAKE) --no-print-directory check
 	$(PY) -m pytest --cov=server --cov-branch --cov-report=term -q $(ARGS)
 	$(PY) -m coverage report --include='server/core/*' --fail-under=100 --show-missing
 
 ## check: ruff (lint + format) and mypy --strict
-check: $(STAMP)
+check: $(UV)
+	$(UV_SYNC) --inexact --extra test
 	$(VENV)/bin/ruff check server tests bench
 	$(VENV)/bin/ruff format --check server tests bench
 	$(VENV)/bin/mypy server
 
 ## bench: run the benchmarks (the bench extra) and rewrite docs/benchmarks.md
-BENCH_STAMP := $(VENV)/.bench-installed
-
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
-	@touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)
+bench: $(UV)
+	$(UV_SYNC) --extra test --extra bench
 	$(PY) -m bench.run $(ARGS)
 	$(PY) -m bench.scale_out $(SCALE_OUT_ARGS)
 

@@ -135,7 +135,7 @@ class RedisBroker(Broker):
                 await self._viewers(room, 0, True)
         with contextlib.suppress(RedisError, OSError, BrokerUnavailable):
             if self._pubsub is not None:
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()
         await self._redis.aclose()
 
     async def reachable(self) -> bool:
@@ -193,7 +193,7 @@ class RedisBroker(Broker):
             pubsub, self._pubsub = self._pubsub, None
             if pubsub is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             connected_before = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
