@@ -17,6 +17,8 @@ $(UV): requirements-uv.txt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@[ -x $(VENV)/bin/pip ] || $(PY) -m ensurepip --upgrade >/dev/null
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-uv.txt
+	@# pip and setuptools came with the venv, not from the lock: uv installs from here on.
+	$(UV) pip uninstall --quiet --python $(PY) pip setuptools
 	@touch $(UV)
 
 ## lock: re-resolve uv.lock to the newest versions pyproject.toml allows (uv stays at its pin)
