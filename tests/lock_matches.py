@@ -34,8 +34,7 @@ def locked_versions(lock_path: Path) -> dict[str, str]:
 def installed_versions() -> dict[str, str]:
     """Map each distribution installed in this interpreter (canonical name) to its version."""
     return {
-        canonicalize_name(dist.metadata["Name"]): dist.version
-        for dist in metadata.distributions()
+        canonicalize_name(dist.metadata["Name"]): dist.version for dist in metadata.distributions()
     }
 
 
