@@ -52,6 +52,8 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
             retained_events=rooms.retained_events,
             snapshot_turns=rooms.snapshot_turns,
             history_turns=rooms.history_turns,
+            max_bytes=rooms.max_room_bytes,
+            history_bytes=rooms.history_bytes,
         ),
         HubLimits(max_rooms=rooms.max_rooms, max_subscribers=rooms.max_subscribers),
         secrets,
@@ -62,6 +64,7 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
             key_prefix=config.broker.key_prefix,
             max_events=rooms.retained_events,
             max_turns=max(rooms.snapshot_turns, rooms.history_turns, 1),
+            max_bytes=rooms.max_room_bytes,
         ),
     )
     app[SOCKETS] = set()

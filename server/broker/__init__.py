@@ -22,10 +22,11 @@ def make_broker(
     key_prefix: str,
     max_events: int,
     max_turns: int,
+    max_bytes: int = 0,
 ) -> Broker:
     """The backend ``url`` names (validated by the config)."""
     if url.startswith("memory://"):
-        return MemoryBroker(MemoryStore(max_events, max_turns), "local", lease_seconds)
+        return MemoryBroker(MemoryStore(max_events, max_turns, max_bytes), "local", lease_seconds)
     from .redis_broker import RedisBroker  # only instances that use Redis import redis-py
 
     return RedisBroker(

@@ -31,6 +31,7 @@ class _Room:
     lease_until: float = 0.0
     streaming: str | None = None
     ended: deque[bytes] = field(default_factory=deque)
+    size: int = 0  # bytes of the records and ended turns kept
     prompt_ids: dict[str, tuple[str, int, float]] = field(default_factory=dict)
     viewers: dict[str, int] = field(default_factory=dict)
 
@@ -38,9 +39,21 @@ class _Room:
 class MemoryStore:
     """What the instances of one process share."""
 
-    def __init__(self, max_events: int = 10_000, max_turns: int = 20) -> None:
+    def __init__(self, max_events: int = 10_000, max_turns: int = 20, max_bytes: int = 0) -> None:
         self.max_events = max(1, max_events)
         self.max_turns = max(1, max_turns)
+        self.max_bytes = max_bytes  # per room (0 = unlimited); the oldest go first
+
+    def trim(self, kept: _Room) -> None:
+        """Forget a room's oldest records, then its oldest ended turns, past the limits."""
+        budget = self.max_bytes
+        records, ended = kept.records, kept.ended
+        while len(records) > self.max_events or (
+            budget and len(records) > 1 and kept.size > budget
+        ):
+            kept.size -= len(records.popleft().data)
+        while len(ended) > self.max_turns or (budget and len(ended) > 1 and kept.size > budget):
+            kept.size -= len(ended.popleft())
         self.rooms: dict[RoomName, _Room] = {}
         self.brokers: list[MemoryBroker] = []
 
@@ -104,9 +117,7 @@ class MemoryBroker(Broker):
     async def load(self, room: RoomName, new_epoch: str) -> Loaded:
         kept = self._room(room)
         if kept is None:
-            kept = self.store.rooms[room] = _Room(
-                epoch=new_epoch, records=deque(maxlen=self.store.max_events)
-            )
+            kept = self.store.rooms[room] = _Room(epoch=new_epoch, records=deque())
         return Loaded(
             epoch=kept.epoch,
             seq=kept.seq,
@@ -185,6 +196,7 @@ class MemoryBroker(Broker):
         if records and records[0].seq != kept.seq + 1:
             raise Fenced(f"expected seq {kept.seq + 1}, got {records[0].seq}")
         kept.records.extend(records)
+        kept.size += sum(len(record.data) for record in records)
         kept.seq += len(records)
         if started is not None:
             turn, prompt_id = started
@@ -198,10 +210,10 @@ class MemoryBroker(Broker):
             kept.streaming = None
             kept.holder = 0
             kept.ended.append(ended)
-            while len(kept.ended) > self.store.max_turns:
-                kept.ended.popleft()
+            kept.size += len(ended)
         else:
             kept.lease_until = time.monotonic() + self.lease_seconds
+        self.store.trim(kept)
         self._deliver(room, epoch, records)
 
     @staticmethod

@@ -7,7 +7,6 @@ the driver to publish. One streaming turn at a time (PROTOCOL.md, "Words").
 from __future__ import annotations
 
 import itertools
-import json
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,41 @@ ChatMessage = dict[str, str]
 
 # Idempotency keys are kept while their turn is retained or in the log, within this cap.
 MAX_PROMPT_IDS = 4096
+# What an event or a turn costs beyond its text (its fields, the objects that hold them).
+EVENT_OVERHEAD = 64
+
+
+def text_size(text: str) -> int:
+    """The bytes of ``text`` in UTF-8 (a lone surrogate, never stored by design, counts 1)."""
+    return len(text.encode("utf-8", "replace"))
+
+
+def event_size(event: SequencedEvent) -> int:
+    """About what a retained event costs: its text plus a fixed overhead."""
+    if isinstance(event, Delta):
+        size = EVENT_OVERHEAD
+        for choice in event.choices:
+            for text in (choice.content, choice.reasoning, choice.refusal):
+                size += 0 if text is None else text_size(text)
+            for call in choice.tool_calls:
+                for text in (call.id, call.name, call.arguments):
+                    size += 0 if text is None else text_size(text)
+        return size
+    if isinstance(event, TurnStart):
+        return EVENT_OVERHEAD + text_size(event.prompt) + text_size(event.model)
+    return EVENT_OVERHEAD
+
+
+def turn_size(view: TurnView) -> int:
+    """About what a kept turn costs: its prompt and every string of its answer."""
+    size = EVENT_OVERHEAD + text_size(view.prompt)
+    for choice in view.choices:
+        size += text_size(choice.content) + text_size(choice.reasoning)
+        size += text_size(choice.refusal)
+        for call in choice.tool_calls:
+            size += text_size(call.id or "") + text_size(call.name or "")
+            size += text_size(call.arguments)
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +80,10 @@ class RoomLimits:
     retained_events: int = 10_000
     snapshot_turns: int = 20
     history_turns: int = 10
+    # Bytes of text (0 = unlimited): what the room keeps (its log and ended turns; the
+    # oldest go first, the newest turn always stays) and what goes upstream as history.
+    max_bytes: int = 0
+    history_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +106,6 @@ class TurnStarted:
     event: TurnStart | None
 
 
-def _reject_constant(name: str) -> object:
-    """NaN and Infinity are not JSON: an upstream sending them sent a bad chunk."""
-    raise ValueError(f"not JSON: {name}")
-
-
 class _Turn:
     __slots__ = (
         "acc",
@@ -83,6 +116,7 @@ class _Turn:
         "model",
         "prompt",
         "seq",
+        "size",
         "started_at",
         "status",
     )
@@ -107,6 +141,7 @@ class _Turn:
         self.status: TurnStatus = "streaming"
         self.error: ErrorInfo | None = None
         self.acc = ChunkAccumulator(secrets)
+        self.size = 0  # measured once it has ended (``RoomState._keep``)
 
     def view(self) -> TurnView:
         return TurnView(
@@ -139,7 +174,9 @@ class RoomState:
         self.viewers = 0
         self.turn_count = 0
         self._secrets = secrets
-        self._log: deque[SequencedEvent] = deque(maxlen=max(1, self.limits.retained_events))
+        self._log: deque[SequencedEvent] = deque()
+        self._log_bytes = 0
+        self._turn_bytes = 0  # of the ended turns kept
         self._turns: OrderedDict[TurnId, _Turn] = OrderedDict()
         self._streaming: _Turn | None = None
         self._prompt_ids: OrderedDict[str, tuple[TurnId, int]] = OrderedDict()
@@ -150,6 +187,11 @@ class RoomState:
     def streaming_turn(self) -> TurnId | None:
         """The id of the turn streaming now, if any."""
         return None if self._streaming is None else self._streaming.id
+
+    def prompt_turn(self, prompt_id: str) -> TurnStarted | None:
+        """The turn a prompt with this id started, if the room still knows it (a replay)."""
+        known = self._prompt_ids.get(prompt_id)
+        return None if known is None else TurnStarted(turn=known[0], seq=known[1], event=None)
 
     def start_turn(
         self,
@@ -170,6 +212,11 @@ class RoomState:
             return TurnStarted(turn=known, seq=seq, event=None)
         if self._streaming is not None:
             raise turn_in_progress(request.id)
+        budget = self.limits.history_bytes
+        if kind == "room" and budget and text_size(request.content) > budget:
+            raise ClientError(
+                "too_large", f"the prompt is over the history budget of {budget} bytes"
+            )
         seq = self._next_seq()
         turn = _Turn(turn_id, request, model, now, kind, seq, self._secrets)
         self._turns[turn_id] = turn
@@ -178,7 +225,7 @@ class RoomState:
         if request.id is not None:
             self._prompt_ids[request.id] = (turn_id, seq)
         event = TurnStart(seq=seq, turn=turn_id, prompt=turn.prompt, model=model, started_at=now)
-        self._log.append(event)
+        self._append(event)
         self._prune_prompt_ids()
         return TurnStarted(turn=turn_id, seq=seq, event=event)
 
@@ -209,7 +256,7 @@ class RoomState:
         out: list[SequencedEvent] = []
         if grown:
             delta = Delta(seq=self._next_seq(), turn=turn_id, choices=merge_choices(grown))
-            self._log.append(delta)
+            self._append(delta)
             out.append(delta)
         if ending is not None:
             out.append(self._end(turn, ending[0], ending[1], now))
@@ -222,7 +269,7 @@ class RoomState:
         if sse.data.strip() == "[DONE]":
             return self._natural_status(turn), None
         try:
-            chunk = json.loads(sse.data, parse_constant=_reject_constant)
+            chunk = turn.acc.parse(sse.data)  # repaired, never refused: core/repair.py
         except (ValueError, RecursionError):
             return "failed", ErrorInfo("bad_chunk", "the upstream sent a chunk that is not JSON")
         if sse.event == "error" or not isinstance(chunk, dict):
@@ -292,18 +339,45 @@ class RoomState:
             usage=turn.acc.usage,
             error=error,
         )
-        self._log.append(event)
-        self._prune_turns()
+        self._append(event)
+        self._keep(turn)
         return event
 
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
-    def _prune_turns(self) -> None:
+    def _append(self, event: SequencedEvent) -> None:
+        """Retain an event for resumes, within the count and byte budgets."""
+        self._log.append(event)
+        self._log_bytes += event_size(event)
+        self._trim_log()
+
+    def _trim_log(self) -> None:
+        """Forget the oldest events past the count, or past the bytes the turns leave."""
+        limit, budget = max(1, self.limits.retained_events), self.limits.max_bytes
+        while len(self._log) > limit or (
+            budget and len(self._log) > 1 and self._log_bytes + self._turn_bytes > budget
+        ):
+            self._log_bytes -= event_size(self._log.popleft())
+
+    def _keep(self, turn: _Turn) -> None:
+        """An ended turn is kept: measure it, then forget the oldest turns over the limits.
+
+        Past the byte budget the log gives way first (a resume then gets a snapshot), then
+        the oldest ended turns; the newest turn always stays.
+        """
+        turn.size = turn_size(turn.view())
+        self._turn_bytes += turn.size
         keep = max(self.limits.snapshot_turns, self.limits.history_turns, 1)
-        while len(self._turns) > keep:  # called with no turn streaming: all are ended
-            del self._turns[next(iter(self._turns))]
+        budget = self.limits.max_bytes
+        while len(self._turns) > keep or (
+            budget and len(self._turns) > 1 and self._turn_bytes > budget
+        ):
+            oldest = next(iter(self._turns.values()))  # ended: only the newest can stream
+            self._turn_bytes -= oldest.size
+            del self._turns[oldest.id]
+        self._trim_log()
 
     def _prune_prompt_ids(self) -> None:
         first_logged = self._log[0].seq if self._log else self.seq + 1
@@ -331,7 +405,7 @@ class RoomState:
         if event.seq != self.seq + 1:
             raise ValueError(f"expected seq {self.seq + 1}, got {event.seq}")
         self.seq = event.seq
-        self._log.append(event)
+        self._append(event)
         if isinstance(event, TurnStart):
             if start and TurnId(event.turn) not in self._turns:
                 request = PromptRequest(event.prompt)
@@ -354,7 +428,7 @@ class RoomState:
         turn.acc.usage = event.usage
         turn.status, turn.error, turn.ended_at = event.status, event.error, now
         self._streaming = None
-        self._prune_turns()
+        self._keep(turn)
 
     @classmethod
     def restore(
@@ -386,7 +460,7 @@ class RoomState:
             turn.acc.usage = view.usage
             turn.status, turn.error, turn.ended_at = view.status, view.error, view.ended_at
             state._turns[turn.id] = turn
-        state._prune_turns()
+            state._keep(turn)
         state.seq = stored.events[0][0].seq - 1 if stored.events else stored.seq
         # Turns that ended are the stored views (newest last); the events rebuild only the
         # turn still streaming, so the order of turns stays the order they started in.
@@ -415,6 +489,11 @@ class RoomState:
         turn = self._turns.get(turn_id)
         return None if turn is None else turn.view()
 
+    def upstream_repairs(self, turn_id: TurnId) -> int:
+        """How many upstream values a retained turn's chunks needed repaired (core/repair.py)."""
+        turn = self._turns.get(turn_id)
+        return 0 if turn is None else turn.acc.repairs
+
     def resume(self, epoch: str, since: int) -> tuple[SequencedEvent, ...] | None:
         """Every event after ``since`` when all are retained on this epoch, else None."""
         if epoch != self.epoch or not 0 <= since <= self.seq:
@@ -427,18 +506,30 @@ class RoomState:
         return tuple(itertools.islice(self._log, since + 1 - first, None))
 
     def messages_for(self, turn_id: TurnId, system_prompt: str) -> list[ChatMessage]:
-        """The chat messages sent upstream for a room turn: system, history, the prompt."""
+        """The chat messages sent upstream for a room turn: system, history, the prompt.
+
+        The history is the newest earlier room turns that fit ``history_turns`` and, with
+        the prompt, ``history_bytes``: older turns are left out first, whole.
+        """
+        prompt = self._turns[turn_id].prompt
+        earlier = [t for t in self._turns.values() if t.kind == "room" and t.id != turn_id]
+        limit, budget = self.limits.history_turns, self.limits.history_bytes
+        room_left = budget - text_size(prompt) if budget else None
+        history: list[ChatMessage] = []
+        for turn in reversed(earlier[-limit:] if limit > 0 else []):
+            answer = turn.acc.content(0)
+            if room_left is not None:
+                room_left -= text_size(turn.prompt) + text_size(answer)
+                if room_left < 0:
+                    break
+            if answer:
+                history.append({"role": "assistant", "content": answer})
+            history.append({"role": "user", "content": turn.prompt})
         messages: list[ChatMessage] = []
         if system_prompt:
             messages.append({"role": "system", "content": system_prompt})
-        earlier = [t for t in self._turns.values() if t.kind == "room" and t.id != turn_id]
-        limit = self.limits.history_turns
-        for turn in earlier[-limit:] if limit > 0 else []:
-            messages.append({"role": "user", "content": turn.prompt})
-            answer = turn.acc.content(0)
-            if answer:
-                messages.append({"role": "assistant", "content": answer})
-        messages.append({"role": "user", "content": self._turns[turn_id].prompt})
+        messages.extend(reversed(history))
+        messages.append({"role": "user", "content": prompt})
         return messages
 
     # --- viewers -------------------------------------------------------------------------
