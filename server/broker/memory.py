@@ -43,6 +43,8 @@ class MemoryStore:
         self.max_events = max(1, max_events)
         self.max_turns = max(1, max_turns)
         self.max_bytes = max_bytes  # per room (0 = unlimited); the oldest go first
+        self.rooms: dict[RoomName, _Room] = {}
+        self.brokers: list[MemoryBroker] = []
 
     def trim(self, kept: _Room) -> None:
         """Forget a room's oldest records, then its oldest ended turns, past the limits."""
@@ -54,8 +56,6 @@ class MemoryStore:
             kept.size -= len(records.popleft().data)
         while len(ended) > self.max_turns or (budget and len(ended) > 1 and kept.size > budget):
             kept.size -= len(ended.popleft())
-        self.rooms: dict[RoomName, _Room] = {}
-        self.brokers: list[MemoryBroker] = []
 
     def wipe(self) -> None:
         """Forget everything (what a wiped Redis does; for tests)."""
