@@ -66,7 +66,7 @@ class Hub:
         self._runner: TurnStarter | None = None
         keep = max(room_limits.snapshot_turns, room_limits.history_turns, 1)
         self.broker = broker or MemoryBroker(
-            MemoryStore(room_limits.retained_events, keep), "local"
+            MemoryStore(room_limits.retained_events, keep, room_limits.max_bytes), "local"
         )
         self.replicas = Replicas(self.rooms, self.broker, room_limits, secrets_)
         self.writes = TurnWrites(self.broker, self.replicas)
@@ -315,7 +315,13 @@ class Hub:
             await self.broker.release(state.name, claimed)
             return started
         room.fence = claimed
-        await self.writes.commit(room, (started.event,), prompt_id=request.id)
+        try:
+            await self.writes.commit(room, (started.event,), prompt_id=request.id)
+        except BaseException:
+            # The room moved on (a seq, a streaming turn) but the broker may not have: drop
+            # the lease and read the broker's truth, so no half-started turn holds the room.
+            self._abandon(room, claimed, started.turn)
+            raise
         log.info("room %s: turn %s started (seq %d)", state.name, started.turn, started.seq)
         assert self._runner is not None, "attach_runner() first"
         room.task = asyncio.create_task(
@@ -324,16 +330,45 @@ class Hub:
             ),
             name=f"turn-{started.turn}",
         )
-        room.task.add_done_callback(lambda _: self._turn_done(room))
+        turn = started.turn
+        room.task.add_done_callback(lambda _: self._turn_done(room, turn, claimed))
         room.lease_task = asyncio.create_task(self.writes.keep_lease(room, claimed))
         return started
 
-    def _turn_done(self, room: Room) -> None:
+    def _turn_done(self, room: Room, turn: TurnId, fence: int) -> None:
         room.task = None
         if room.lease_task is not None:
             room.lease_task.cancel()
             room.lease_task = None
+        if room.fence == fence:
+            # Storing a turn's end gives the lease up; still holding it here means the end
+            # was never stored (the runner failed past its own error handling). Never leave
+            # the room to it: give the lease back, reload, and end the turn from the broker.
+            log.error("room %s: turn %s left unended by its runner", room.state.name, turn)
+            self._abandon(room, fence, turn)
         self._maybe_unlisten(room)
+
+    def _abandon(self, room: Room, fence: int, turn: TurnId) -> None:
+        """Stop producing ``turn`` here: give the lease back, reload the room from the
+        broker, and end the turn there (truncated) if the broker has it streaming."""
+        if room.fence == fence:
+            room.fence = 0
+        room.reload = True
+        room.busy += 1  # listened to until this is done
+        self._spawn(self._end_abandoned(room, fence, turn))
+
+    async def _end_abandoned(self, room: Room, fence: int, turn: TurnId) -> None:
+        try:
+            await self.broker.release(room.state.name, fence)
+            await self.replicas.sync_now(room)
+            if room.state.streaming_turn == turn:
+                await self.writes.end_orphan(room, turn)
+        except (BrokerUnavailable, TurnLost) as exc:
+            log.info("room %s: turn %s left to the upkeep: %s", room.state.name, turn, exc)
+            self.replicas.need_sync(room, reload=True)
+        finally:
+            room.busy -= 1
+            self._maybe_unlisten(room)
 
     async def cancel(self, room: Room, turn_id: str) -> TurnEnd:
         """Cancel a streaming turn (whichever instance streams it) and stop its upstream.
@@ -395,15 +430,20 @@ class Hub:
             if turn is not None and room.task is None and not room.fence and silent:
                 await self.writes.end_orphan(room, turn)
 
-    def forget_idle(self, now: float, idle_seconds: float) -> int:
-        """Forget rooms with no viewer and no turn for ``idle_seconds``; returns how many."""
+    def forget_idle(
+        self, now: float, idle_seconds: float, empty_seconds: float | None = None
+    ) -> int:
+        """Forget rooms with no viewer and no turn for ``idle_seconds`` (``empty_seconds``
+        for a room nothing ever happened in: seq 0, such as one a bare GET made); returns
+        how many."""
         stale = [
             name
             for name, room in self.rooms.items()
             if room.state.is_idle()
             and room.task is None
             and not room.listening
-            and now - room.idle_since >= idle_seconds
+            and now - room.idle_since
+            >= (empty_seconds if empty_seconds is not None and not room.state.seq else idle_seconds)
         ]
         for name in stale:
             room = self.rooms.pop(name)

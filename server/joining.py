@@ -31,11 +31,17 @@ def attach(
     """
     state = room.state
     replay = state.resume(*resume) if resume is not None else None
+    # Everything that could fail (the encoding of a large snapshot) happens before the
+    # subscriber is counted: a join that fails leaves nothing behind.
+    burst = [state.snapshot()] if replay is None else list(replay)
+    encoded = [encode(msg) for msg in burst]
     viewers = hub.join(room, sub)
-    sub.pos = room.ring.end  # what was published before now is in what it gets here
-    send_one(sub, Welcome(state.name, state.epoch, state.seq, role, replay is not None, viewers))
-    if replay is None:
-        send_one(sub, state.snapshot())
-    else:
-        for event in replay:
-            send_one(sub, event)
+    try:
+        sub.pos = room.ring.end  # what was published before now is in what it gets here
+        recovered = replay is not None
+        send_one(sub, Welcome(state.name, state.epoch, state.seq, role, recovered, viewers))
+        for msg, data in zip(burst, encoded, strict=True):
+            sub.send(msg, data)
+    except BaseException:
+        hub.leave(room, sub)
+        raise

@@ -17,6 +17,7 @@ events it has been given; ``joining.attach`` sets it, with the welcome.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ from .core.catchup import Frame, catch_up
 if TYPE_CHECKING:
     from .rooms import Room
     from .subscriber import Subscriber
+
+log = logging.getLogger(__name__)
 
 # Subscribers served between two looks at the upstream: about 2.5 ms of sends on loopback.
 SLICE = 256
@@ -89,8 +92,12 @@ class Ring:
                 frames = self._frames.get(sub.pos)
                 if frames is None:
                     frames = self._frames[sub.pos] = catch_up(self._log[sub.pos - self._base :])
-                for msg, data in frames:
-                    sub.send(msg, data)
+                try:
+                    for msg, data in frames:
+                        sub.send(msg, data)
+                except Exception:
+                    log.exception("room %s: a subscriber could not be served", room.state.name)
+                    sub.fail()
                 sub.pos = end
         self._next = stop
         if stop < len(self._order):
