@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .auth import check_request
-from .core.codec import load_json_object, parse_prompt, snapshot_wire
+from .core.codec import load_client_object, parse_prompt, snapshot_wire
 from .core.errors import ClientError
 from .core.types import parse_room_name
 from .guards import client_address, guard
@@ -66,21 +66,28 @@ async def room_snapshot(request: web.Request) -> web.Response:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's body as a JSON object, at most 1 MiB of UTF-8.
+    """The request's whole body as a JSON object, at most 1 MiB of UTF-8, every string in it
+    valid text and every number finite.
+
+    The body is read to its end however it arrives (in several writes, chunked): one read of
+    the stream would return only what happens to be buffered.
 
     Raises:
-        ClientError: ``too_large`` or ``bad_request``.
+        ClientError: ``too_large`` or ``bad_request`` (naming the field).
     """
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ClientError("too_large", "request body too large")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    try:
+        raw = await request.read()  # bounded by the app's client_max_size
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise ClientError("too_large", "request body too large") from exc
     if len(raw) > MAX_BODY_BYTES:
         raise ClientError("too_large", "request body too large")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ClientError("bad_request", "body is not UTF-8") from exc
-    return load_json_object(text)
+    return load_client_object(text)
 
 
 @routes.post("/api/rooms/{room}/prompts")

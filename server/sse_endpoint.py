@@ -58,9 +58,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
     guard(request, config, name, "view")
-    resume = parse_last_event_id(
-        request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    )
+    header = request.headers.get("Last-Event-ID")
+    if header:
+        resume = parse_last_event_id(header)
+    else:
+        resume = parse_last_event_id(request.query.get("last_event_id"), "last_event_id")
     hub.check_capacity(name)
     room = hub.rooms.get(name)
     limit = config.rooms.max_subscribers

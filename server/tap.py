@@ -17,7 +17,15 @@ from .core.codec import dump_json
 from .core.errors import ClientError, UpstreamError
 from .core.messages import PromptRequest
 from .core.sse import SSEEvent
-from .core.tap import completion_object, parse_tap_request, relay_data
+from .core.tap import (
+    TapFailure,
+    carries_error,
+    completion_object,
+    is_done,
+    parse_tap_request,
+    relay_data,
+    tap_failure,
+)
 from .core.types import TurnId, parse_room_name
 from .guards import client_address, guard
 from .http_api import json_body
@@ -84,6 +92,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await json_body(request),
         default_model=config.upstream.model,
         include_usage=config.upstream.include_usage,
+        max_prompt_chars=config.limits.max_prompt_chars,
     )
     request.app[PROMPT_RATE].check(client_address(request))
     room = await hub.open(name)
@@ -99,53 +108,90 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     log.info("room %s: tap turn %s (stream=%s)", name, started.turn, tap.stream)
     try:
         if tap.stream:
-            return await _relay_stream(request, relay, tap.wants_usage)
+            return await _relay_stream(request, relay, room, started.turn, tap.wants_usage)
         return await _complete(relay, room, started.turn)
     finally:
         relay.closed = True
 
 
+def _failure_response(failure: TapFailure) -> web.Response:
+    return web.Response(
+        body=dump_json(failure.body()), status=failure.status, content_type="application/json"
+    )
+
+
+def _sse(event: str | None, data: str) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    return f"{head}{lines}\n".encode()
+
+
 async def _relay_stream(
-    request: web.Request, relay: TapRelay, wants_usage: bool
+    request: web.Request, relay: TapRelay, room: Room, turn_id: TurnId, wants_usage: bool
 ) -> web.StreamResponse:
-    kind, item = await relay.queue.get()
-    if kind == "error":
-        assert isinstance(item, UpstreamError)
-        return _upstream_error_response(item)
-    response = web.StreamResponse(
+    """Relay the upstream's events; the status line waits for the first one to pass on.
+
+    So a turn that fails before anything reached the caller is a non-2xx with the error JSON.
+    ``[DONE]`` is held back until the turn's outcome is known: after a failure or truncation
+    the stream ends with an ``{"error": ...}`` data line instead, which the SDKs raise on.
+    """
+    response: web.StreamResponse | None = None
+    told_error = False
+    try:
+        while (item := await relay.queue.get())[0] != "end":
+            if item[0] == "error":
+                if response is None:
+                    return _upstream_error_response(item[1])
+                continue  # the turn's end says how it failed
+            sse = item[1]
+            data = relay_data(sse.data, wants_usage=wants_usage)
+            if data is None or is_done(data):
+                continue
+            if carries_error(data):
+                if response is None:
+                    continue  # nothing streamed yet: answered with a status below
+                told_error = True
+            if response is None:
+                response = _sse_response()
+                await response.prepare(request)
+            await response.write(_sse(sse.event, data))
+        failure = tap_failure(room.state.turn_view(turn_id))
+        if failure is not None and response is None:
+            return _failure_response(failure)
+        if response is None:
+            response = _sse_response()
+            await response.prepare(request)
+        if failure is None:
+            await response.write(b"data: [DONE]\n\n")
+        elif not told_error:
+            await response.write(_sse(None, dump_json(failure.body()).decode()))
+        await response.write_eof()
+    except ConnectionError:
+        log.info("tap caller went away; the room's turn goes on")
+    assert response is not None  # a connection error comes from prepare or a write
+    return response
+
+
+def _sse_response() -> web.StreamResponse:
+    return web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
-    try:
-        while kind == "sse":
-            assert isinstance(item, SSEEvent)
-            data = relay_data(item.data, wants_usage=wants_usage)
-            if data is not None:
-                head = f"event: {item.event}\n" if item.event else ""
-                lines = "".join(f"data: {line}\n" for line in data.split("\n"))
-                await response.write(f"{head}{lines}\n".encode())
-            kind, item = await relay.queue.get()
-        await response.write_eof()
-    except ConnectionError:
-        log.info("tap caller went away; the room's turn goes on")
-    return response
 
 
 async def _complete(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Response:
-    while True:
-        kind, item = await relay.queue.get()
-        if kind == "error":
-            assert isinstance(item, UpstreamError)
-            return _upstream_error_response(item)
-        if kind == "end":
-            break
+    """One ``chat.completion`` once the turn completed, else the error JSON with its status."""
+    while (item := await relay.queue.get())[0] != "end":
+        if item[0] == "error":
+            return _upstream_error_response(item[1])
     turn = room.state.turn_view(turn_id)  # the room's state now: it may have been reloaded
-    if turn is None:
-        raise ClientError("unavailable", "the turn was forgotten before it could be answered")
+    failure = tap_failure(turn)
+    if failure is not None:
+        return _failure_response(failure)
+    assert turn is not None  # tap_failure reports a forgotten turn
     body = completion_object(turn, completion_id=f"chatcmpl-{turn_id}", created=int(time.time()))
     return web.Response(body=dump_json(body), content_type="application/json")
 

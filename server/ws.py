@@ -15,6 +15,7 @@ from .core.codec import decode_client_frame
 from .core.errors import ClientError
 from .core.messages import CancelRequest, ErrorFrame, Role
 from .core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
+from .core.text import MAX_SEQ_DIGITS, check_client_text, parse_seq
 from .core.types import parse_room_name
 from .core.wsframe import PING, FrameOnce
 from .guards import PromptRate, check_origin, client_address
@@ -84,14 +85,20 @@ def resume_point(query: dict[str, str]) -> tuple[str, int] | None:
     """``epoch``/``since`` of the URL, when both are given.
 
     Raises:
-        ClientError: ``bad_request`` when ``since`` is not a non-negative integer.
+        ClientError: ``bad_request`` when ``since`` is not 1-18 ASCII digits, or either is not
+            valid text.
     """
     epoch, since = query.get("epoch"), query.get("since")
     if epoch is None or since is None:
         return None
-    if not since.isdigit():
-        raise ClientError("bad_request", "'since' must be a non-negative integer")
-    return epoch, int(since)
+    check_client_text(epoch, "epoch")
+    seq = parse_seq(since)
+    if seq is None:
+        raise ClientError(
+            "bad_request",
+            f"'since' must be a non-negative integer of at most {MAX_SEQ_DIGITS} digits",
+        )
+    return epoch, seq
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:

@@ -29,6 +29,7 @@ from .messages import (
     Welcome,
 )
 from .options import validate_options
+from .text import check_client_value, is_text
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -186,8 +187,9 @@ def _optional_str(obj: Mapping[str, Any], key: str, ref: str | None) -> str | No
 
 
 def _ref_of(obj: Mapping[str, Any]) -> str | None:
+    # An id that is not valid text cannot be echoed: the error frame could not be encoded.
     ref = obj.get("id")
-    if isinstance(ref, str) and 0 < len(ref) <= MAX_ID_CHARS:
+    if isinstance(ref, str) and 0 < len(ref) <= MAX_ID_CHARS and is_text(ref):
         return ref
     return None
 
@@ -250,6 +252,18 @@ def load_json_object(text: str | bytes) -> dict[str, Any]:
     return obj
 
 
+def load_client_object(text: str | bytes) -> dict[str, Any]:
+    """Parse a client's JSON object (an HTTP body) and check its text and numbers.
+
+    Raises:
+        ClientError: ``bad_request`` when it is not a JSON object, or names the first string
+            that is not valid Unicode text or number that is not finite.
+    """
+    obj = load_json_object(text)
+    check_client_value(obj)
+    return obj
+
+
 def decode_client_frame(text: str, *, max_prompt_chars: int) -> ClientMessage:
     """Decode one client text frame.
 
@@ -257,6 +271,7 @@ def decode_client_frame(text: str, *, max_prompt_chars: int) -> ClientMessage:
         ClientError: ``bad_request`` (or ``too_large``) with ``ref`` when the frame had an id.
     """
     obj = load_json_object(text)
+    check_client_value(obj, ref=_ref_of(obj))
     kind = obj.get("type")
     if kind == "prompt":
         return parse_prompt(obj, max_prompt_chars=max_prompt_chars)

@@ -11,6 +11,7 @@ import re
 
 from .codec import encode
 from .messages import ServerMessage
+from .text import check_client_text, parse_seq
 
 _HEAD = re.compile(rb'\{"type":"([a-z.]+)"(?:,"seq":(\d+))?')
 SEQUENCED = frozenset({b"turn.start", b"delta", b"turn.end"})
@@ -39,11 +40,19 @@ def sse_message(msg: ServerMessage, epoch: str) -> bytes:
     return sse_frame(encode(msg), epoch.encode())
 
 
-def parse_last_event_id(value: str | None) -> tuple[str, int] | None:
-    """``{epoch}:{seq}`` from a Last-Event-ID, or None when absent or not of that shape."""
+def parse_last_event_id(value: str | None, name: str = "Last-Event-ID") -> tuple[str, int] | None:
+    """``{epoch}:{seq}`` from a Last-Event-ID, or None when absent or not of that shape.
+
+    The seq is 1-18 ASCII digits (``parse_seq``); a longer one names no event a room reached.
+
+    Raises:
+        ClientError: ``bad_request`` naming ``name`` when the value is not valid Unicode text.
+    """
     if not value:
         return None
-    epoch, sep, seq = value.rpartition(":")
-    if not sep or not epoch or not seq.isdigit():
+    check_client_text(value, name)
+    epoch, sep, digits = value.rpartition(":")
+    seq = parse_seq(digits)
+    if not sep or not epoch or seq is None:
         return None
-    return epoch, int(seq)
+    return epoch, seq

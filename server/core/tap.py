@@ -40,12 +40,15 @@ def _text_of(content: object) -> str:
 
 
 def parse_tap_request(
-    body: Mapping[str, Any], *, default_model: str, include_usage: bool
+    body: Mapping[str, Any], *, default_model: str, include_usage: bool, max_prompt_chars: int = 0
 ) -> TapRequest:
     """Validate a tap body and build the upstream body (always streaming).
 
+    The body's text and numbers were checked when it was loaded (``load_client_object``).
+
     Raises:
-        ClientError: ``bad_request`` when ``messages`` or ``model`` is not usable.
+        ClientError: ``bad_request`` when ``messages`` or ``model`` is not usable, ``too_large``
+            when the prompt (the last user message) is over ``max_prompt_chars`` (0: no limit).
     """
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -69,7 +72,64 @@ def parse_tap_request(
         upstream["stream_options"] = options
     users = [m for m in messages if m.get("role") == "user"]
     prompt = _text_of(users[-1].get("content")) if users else ""
+    if max_prompt_chars and len(prompt) > max_prompt_chars:
+        raise ClientError("too_large", f"the prompt is over {max_prompt_chars} characters")
     return TapRequest(prompt, model, stream, wants_usage, upstream)
+
+
+def is_done(data: str) -> bool:
+    """True for the ``[DONE]`` sentinel that ends an OpenAI stream."""
+    return data.strip() == "[DONE]"
+
+
+def carries_error(data: str) -> bool:
+    """True when ``data`` is an ``{"error": ...}`` object: what the SDKs raise on mid-stream."""
+    if '"error"' not in data:
+        return False
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(chunk, dict) and bool(chunk.get("error"))
+
+
+@dataclass(frozen=True, slots=True)
+class TapFailure:
+    """How the tap tells its caller that the turn did not complete."""
+
+    status: int
+    code: str
+    message: str
+
+    def body(self) -> dict[str, Any]:
+        """The error JSON of PROTOCOL.md: the response body, or one SSE ``data:`` line."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def tap_failure(turn: TurnView | None) -> TapFailure | None:
+    """The failure to report for a turn the runner is done with; None when it completed.
+
+    Upstream HTTP errors never get here: the tap passes those on with the upstream's status.
+    """
+    if turn is None:
+        return TapFailure(503, "unavailable", "the turn was forgotten before it could be answered")
+    if turn.status == "completed":
+        return None
+    if turn.status == "truncated":
+        return TapFailure(
+            502, "upstream_error", "the upstream's answer ended before it was complete"
+        )
+    if turn.status == "cancelled":
+        return TapFailure(409, "turn_ended", "the turn was cancelled before it completed")
+    if turn.status == "streaming":
+        return TapFailure(
+            503, "unavailable", "the turn went on elsewhere and could not be answered"
+        )
+    error = turn.error
+    if error is not None and error.code == "internal_error":
+        return TapFailure(500, "internal_error", error.message)
+    message = "the upstream failed" if error is None else f"{error.code}: {error.message}"
+    return TapFailure(502, "upstream_error", message)
 
 
 def relay_data(data: str, *, wants_usage: bool) -> str | None:

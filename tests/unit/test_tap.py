@@ -8,8 +8,15 @@ from typing import Any
 import pytest
 
 from server.core.errors import ClientError
-from server.core.messages import ChoiceView, ToolCallView, TurnView
-from server.core.tap import completion_object, parse_tap_request, relay_data
+from server.core.messages import ChoiceView, ErrorInfo, ToolCallView, TurnView
+from server.core.tap import (
+    carries_error,
+    completion_object,
+    is_done,
+    parse_tap_request,
+    relay_data,
+    tap_failure,
+)
 
 
 def _parse(body: dict[str, Any], include_usage: bool = True) -> Any:
@@ -197,3 +204,93 @@ def test_completion_object_without_usage() -> None:
     out = completion_object(with_usage, completion_id="c", created=0, wants_usage=False)
     assert "usage" not in out
     assert out["choices"][0]["message"]["content"] == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "limit", "code"),
+    [
+        ("x" * 10, 10, None),
+        ("x" * 11, 10, "too_large"),
+        ([{"type": "text", "text": "x" * 6}, {"type": "text", "text": "y" * 5}], 10, "too_large"),
+        ([{"type": "text", "text": "x" * 6}, {"type": "image_url"}], 10, None),
+        ("x" * 150_000, 0, None),
+    ],
+    ids=["at-limit", "over", "parts-over", "parts-under", "no-limit"],
+)
+def test_the_tap_prompt_obeys_max_prompt_chars(content: Any, limit: int, code: str | None) -> None:
+    """The last user message (a string or text parts) over max_prompt_chars is too_large."""
+    body = {
+        "messages": [{"role": "user", "content": "short"}, {"role": "user", "content": content}]
+    }
+    if code is None:
+        parse_tap_request(body, default_model="m", include_usage=True, max_prompt_chars=limit)
+        return
+    with pytest.raises(ClientError) as caught:
+        parse_tap_request(body, default_model="m", include_usage=True, max_prompt_chars=limit)
+    assert caught.value.code == code
+    assert caught.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("data", "done", "error"),
+    [
+        ("[DONE]", True, False),
+        (" [DONE]\n", True, False),
+        ('{"choices":[]}', False, False),
+        ('{"error":{"message":"boom"}}', False, True),
+        ('{"error":null,"choices":[]}', False, False),
+        ('["error"]', False, False),
+        ('{"error" broken', False, False),
+    ],
+)
+def test_done_and_error_lines(data: str, done: bool, error: bool) -> None:
+    """[DONE] is recognised; an error line is a JSON object with a truthy ``error``."""
+    assert is_done(data) is done
+    assert carries_error(data) is error
+
+
+def _ended(status: str, error: ErrorInfo | None = None) -> TurnView:
+    return TurnView("t1", status, "q", "m", 1.0, 2.0, (), None, error)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("turn", "failure"),
+    [
+        (_ended("completed"), None),
+        (None, (503, "unavailable")),
+        (_ended("truncated"), (502, "upstream_error")),
+        (_ended("cancelled"), (409, "turn_ended")),
+        (_ended("streaming"), (503, "unavailable")),
+        (_ended("failed", ErrorInfo("internal_error", "crashed")), (500, "internal_error")),
+        (_ended("failed", ErrorInfo("server_error", "boom")), (502, "upstream_error")),
+        (_ended("failed"), (502, "upstream_error")),
+    ],
+    ids=[
+        "completed",
+        "forgotten",
+        "truncated",
+        "cancelled",
+        "streaming",
+        "internal",
+        "upstream",
+        "no-info",
+    ],
+)
+def test_tap_failure_for_every_outcome(
+    turn: TurnView | None, failure: tuple[int, str] | None
+) -> None:
+    """Only a completed turn is a success; every other outcome has a status and error JSON."""
+    got = tap_failure(turn)
+    if failure is None:
+        assert got is None
+        return
+    assert got is not None
+    assert (got.status, got.code) == failure
+    assert got.body() == {"error": {"code": got.code, "message": got.message}}
+
+
+def test_an_upstream_failure_keeps_the_providers_code_in_the_message() -> None:
+    """The caller learns the provider's code and scrubbed message through the message."""
+    got = tap_failure(_ended("failed", ErrorInfo("server_error", "boom")))
+    assert got is not None
+    assert got.message == "server_error: boom"
