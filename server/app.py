@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import http_api, pages, sse_endpoint, tap
+from .admission import PromptAdmission
 from .broker import make_broker
 from .broker.base import Broker
 from .config import Config
 from .core.room import RoomLimits
 from .errors_http import json_errors
-from .guards import ConnectionCount, PromptRate
+from .guards import Budget, ConnectionCount, host_and_origin
 from .heartbeat import Heartbeat
 from .hub import Hub, HubLimits
 from .keys import (
@@ -25,12 +26,14 @@ from .keys import (
     HEARTBEAT,
     HUB,
     METRICS,
-    PROMPT_RATE,
+    PROMPTS,
+    ROOM_BUDGET,
     SOCKETS,
     SSE_STREAMS,
     UPSTREAM,
 )
 from .metrics import Metrics
+from .proxies import trusted_proxies
 from .turns import TurnRunner
 from .upstream import OPENAI_BASE_URL, UpstreamClient
 from .ws import websocket_handler
@@ -43,7 +46,17 @@ GOING_AWAY = 1001
 
 def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     """Build the aiohttp application for ``config`` (``broker``: instead of broker.url's)."""
-    app = web.Application(middlewares=[json_errors], client_max_size=1 << 20)
+    # Outermost first: errors become JSON; then the client's address, scheme and host as a
+    # trusted proxy reports them; then the Host allowlist and the Origin check.
+    proxies = trusted_proxies(config.server.trusted_proxies)
+    app = web.Application(
+        middlewares=[
+            json_errors,
+            *([proxies] if proxies is not None else []),
+            host_and_origin(config),
+        ],
+        client_max_size=1 << 20,
+    )
     app[CONFIG] = config
     secrets = tuple(s.reveal() for s in (config.api_key, config.auth_secret) if s is not None)
     rooms = config.rooms
@@ -72,8 +85,12 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     app[METRICS] = metrics = Metrics()
     app[HUB].metrics = metrics
     metrics.watch(app[HUB], app[SOCKETS], app[SSE_STREAMS])
-    app[PROMPT_RATE] = PromptRate(config)
-    app[CONNECTIONS] = ConnectionCount(config.limits.max_connections_per_client)
+    limits = config.limits
+    app[PROMPTS] = PromptAdmission(
+        Budget(limits.prompts_per_minute, limits.prompt_burst, "prompts")
+    )
+    app[ROOM_BUDGET] = Budget(limits.rooms_per_minute, limits.room_burst, "new rooms")
+    app[CONNECTIONS] = ConnectionCount(limits.max_connections_per_client)
     app[HEARTBEAT] = Heartbeat(config.server.heartbeat_seconds)
     app.router.add_routes(http_api.routes)
     app.router.add_routes(tap.routes)
@@ -132,14 +149,17 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Forget idle, empty rooms now and then."""
+    """Forget idle, empty rooms now and then (rooms nothing ever happened in, sooner)."""
     hub = app[HUB]
     idle = app[CONFIG].rooms.idle_forget_seconds
+    empty = app[CONFIG].rooms.empty_forget_seconds or idle
+    # Looking twice per horizon forgets a room at most half a horizon late.
+    every = max(0.1, min(SWEEP_SECONDS, idle, empty) / 2)
 
     async def sweep() -> None:
         while True:
-            await asyncio.sleep(min(SWEEP_SECONDS, max(idle, 1.0)))
-            forgotten = hub.forget_idle(time.monotonic(), idle)
+            await asyncio.sleep(every)
+            forgotten = hub.forget_idle(time.monotonic(), idle, empty)
             if forgotten:
                 log.info("forgot %d idle room(s)", forgotten)
 

@@ -6,6 +6,7 @@ environment.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import ConfigError
+from .core.origins import host_name
 
 
 class Secret:
@@ -40,10 +42,13 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     allowed_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)
+    trusted_proxies: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_format: str = "text"
     heartbeat_seconds: float = 30.0
     sse_keepalive_seconds: float = 15.0
+    sse_write_timeout_seconds: float = 10.0
     shutdown_grace_seconds: float = 5.0
     idle_timeout_seconds: float = 15.0
 
@@ -60,6 +65,7 @@ class UpstreamConfig:
     total_timeout: float = 600.0
     include_usage: bool = True
     max_retries: int = 2
+    max_line_bytes: int = 8 * 1024 * 1024
     demo_tokens_per_second: float = 40.0
     demo_ttft: float = 0.3
 
@@ -71,7 +77,10 @@ class RoomsConfig:
     retained_events: int = 10_000
     snapshot_turns: int = 20
     history_turns: int = 10
+    max_room_bytes: int = 16 * 1024 * 1024
+    history_bytes: int = 256 * 1024
     idle_forget_seconds: float = 3600.0
+    empty_forget_seconds: float = 30.0
     max_rooms: int = 10_000
     max_subscribers: int = 0
 
@@ -87,10 +96,12 @@ class LimitsConfig:
     coalesce_ms: float = 0.0
     close_timeout_seconds: float = 2.0
     send_buffer_bytes: int = 0
-    prompts_per_minute: float = 30.0
-    prompt_burst: int = 5
+    prompts_per_minute: float = 60.0
+    prompt_burst: int = 100
+    rooms_per_minute: float = 60.0
+    room_burst: int = 100
     max_rate_limited_frames: int = 10
-    max_connections_per_client: int = 0
+    max_connections_per_client: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,3 +309,15 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"upstream.{name}: must be greater than 0")
     if config.limits.close_timeout_seconds <= 0:
         raise ConfigError("limits.close_timeout_seconds: must be greater than 0")
+    if config.server.sse_write_timeout_seconds <= 0:
+        raise ConfigError("server.sse_write_timeout_seconds: must be greater than 0")
+    for entry in config.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ConfigError(
+                f"server.trusted_proxies: {entry!r} is not an IP address or network"
+            ) from exc
+    for name in config.server.allowed_hosts:
+        if host_name(name) is None:
+            raise ConfigError(f"server.allowed_hosts: {name!r} is not a host name (no port)")

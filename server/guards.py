@@ -1,4 +1,5 @@
-"""Request guards of ``auth.mode``, origins, prompt rates and connections per client.
+"""Request guards: the Host allowlist and the Origin check (one middleware), tokens, the
+budgets per principal and connections per client.
 
 Every check raises ClientError, which the edge turns into the HTTP error, error frame or
 close code of PROTOCOL.md.
@@ -8,61 +9,122 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from .auth import check_request
+from .auth import request_claims
 from .config import Config
-from .core.auth_rules import Action
+from .core.auth_rules import Action, Claims, authorize
 from .core.errors import ClientError
 from .core.messages import Role
-from .core.origins import origin_allowed
+from .core.origins import HostAllowlist, origin_allowed
 from .core.ratelimit import RateLimiter
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Load balancers' health checks often send an IP address as Host: /healthz answers any Host
+# (and tells nothing a rebinding page could use).
+ANY_HOST_PATHS = frozenset({"/healthz"})
 
 
 def client_address(request: web.Request) -> str:
-    """The peer's address (the key of per-client limits)."""
+    """The client's address: the peer's, or what a trusted proxy reported (``proxies``)."""
     return request.remote or "unknown"
 
 
-def check_origin(request: web.Request, config: Config) -> None:
-    """A browser's Origin must be the server's own or an allowed one.
+def host_allowlist(config: Config) -> HostAllowlist:
+    """The names this server answers to: its listen address, loopback names, and
+    ``server.allowed_hosts``."""
+    return HostAllowlist([config.server.host, *config.server.allowed_hosts])
+
+
+def check_origin(request: web.Request, hosts: HostAllowlist, allowed: list[str]) -> None:
+    """A browser's Origin must be the server's own (built from the allowlist, with the
+    request's scheme and port) or one of ``server.allowed_origins``.
 
     Raises:
-        ClientError: ``forbidden`` (cross-site WebSocket hijacking and the like).
+        ClientError: ``forbidden`` (cross-site WebSocket hijacking, DNS rebinding).
     """
-    own = f"{request.scheme}://{request.host}"
-    if not origin_allowed(request.headers.get("Origin"), own, config.server.allowed_origins):
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    if not origin_allowed(origin, hosts.own_origin(request.scheme, request.host), allowed):
         raise ClientError("forbidden", "this origin is not allowed")
 
 
-def guard(request: web.Request, config: Config, room: str, action: Action) -> Role:
-    """Origin, then token: the role the request may act with in ``room``."""
-    check_origin(request, config)
-    return check_request(request, config, room, action)
+def host_and_origin(config: Config) -> Middleware:
+    """The middleware that refuses another Host (400) and a foreign Origin (403) before any
+    handler: PROTOCOL.md's closing of DNS rebinding and cross-site requests."""
+    hosts = host_allowlist(config)
+    allowed = config.server.allowed_origins
+
+    @web.middleware
+    async def guard_host_and_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in ANY_HOST_PATHS:
+            return await handler(request)
+        if not hosts.allows(request.host):
+            raise ClientError("bad_request", "this server does not answer to that host name")
+        check_origin(request, hosts, allowed)
+        return await handler(request)
+
+    return guard_host_and_origin
 
 
-class PromptRate:
-    """Prompts per client address, shared by the WebSocket, POST and the tap."""
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request acts as: its role and the principal its budgets are counted for."""
 
-    def __init__(self, config: Config) -> None:
-        limits = config.limits
-        self._limiter = RateLimiter(limits.prompts_per_minute, limits.prompt_burst)
+    role: Role
+    principal: str
+    claims: Claims | None = None
 
-    def check(self, address: str) -> None:
-        """Spend one prompt for ``address``.
+
+def principal(request: web.Request, claims: Claims | None) -> str:
+    """The token's ``sub`` in token mode, the client's address otherwise."""
+    return f"sub:{claims.sub}" if claims is not None else client_address(request)
+
+
+def guard(request: web.Request, config: Config, room: str, action: Action) -> Caller:
+    """The token (Host and Origin were checked by the middleware): who may act in ``room``.
+
+    Raises:
+        ClientError: ``unauthorized`` (401) or ``forbidden`` (403).
+    """
+    claims = request_claims(request, config)
+    if claims is None:
+        return Caller("publisher", principal(request, None))
+    authorize(claims, room, action)
+    return Caller(claims.role, principal(request, claims), claims)
+
+
+class Budget:
+    """A token bucket per principal for one kind of request (prompts, new rooms)."""
+
+    def __init__(self, per_minute: float, burst: int, what: str) -> None:
+        self._limiter = RateLimiter(per_minute, burst)
+        self.what = what
+
+    def spend(self, key: str) -> None:
+        """Spend one for ``key``.
 
         Raises:
             ClientError: ``rate_limited`` (temporary) with how long to wait.
         """
-        wait = self._limiter.take(address, time.monotonic())
+        wait = self._limiter.take(key, time.monotonic())
         if wait is not None:
             raise ClientError(
                 "rate_limited",
-                "too many prompts; wait a moment",
+                f"too many {self.what}; wait a moment",
                 temporary=True,
                 retry_after_ms=max(1, round(wait * 1000)),
             )
+
+    def give_back(self, key: str) -> None:
+        """Return what ``key`` spent on something that did not count (a replay)."""
+        self._limiter.give_back(key)
 
 
 class ConnectionCount:

@@ -8,12 +8,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .auth import check_request
+from .admission import enter_room
 from .core.codec import load_client_object, parse_prompt, snapshot_wire
 from .core.errors import ClientError
 from .core.types import parse_room_name
-from .guards import client_address, guard
-from .keys import CONFIG, HUB, METRICS, PROMPT_RATE
+from .guards import guard
+from .keys import CONFIG, HUB, METRICS, PROMPTS, ROOM_BUDGET
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,11 @@ async def list_rooms(request: web.Request) -> web.Response:
 @routes.get("/api/rooms/{room}")
 async def room_snapshot(request: web.Request) -> web.Response:
     """The room's snapshot object."""
+    hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
-    check_request(request, request.app[CONFIG], name, "view")
-    room = await request.app[HUB].open(name)
+    caller = guard(request, request.app[CONFIG], name, "view")
+    enter_room(hub, request.app[ROOM_BUDGET], name, caller.principal)
+    room = await hub.open(name)
     return web.json_response(snapshot_wire(room.state.snapshot()))
 
 
@@ -96,12 +98,14 @@ async def post_prompt(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
-    guard(request, config, name, "prompt")
+    caller = guard(request, config, name, "prompt")
     body = await json_body(request)
     prompt = parse_prompt(body, max_prompt_chars=config.limits.max_prompt_chars)
-    request.app[PROMPT_RATE].check(client_address(request))
+    enter_room(hub, request.app[ROOM_BUDGET], name, caller.principal)
     room = await hub.open(name)
-    started = await hub.submit(room, prompt, default_model=config.upstream.model)
+    started = await request.app[PROMPTS].submit(
+        hub, room, prompt, caller.principal, default_model=config.upstream.model
+    )
     return web.json_response({"turn": started.turn, "seq": started.seq}, status=202)
 
 
@@ -110,7 +114,8 @@ async def cancel_turn(request: web.Request) -> web.Response:
     """Cancel a streaming turn: 202, 404 unknown, 409 ``turn_ended``."""
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
-    guard(request, request.app[CONFIG], name, "prompt")
+    caller = guard(request, request.app[CONFIG], name, "prompt")
+    enter_room(hub, request.app[ROOM_BUDGET], name, caller.principal)
     room = await hub.open(name)  # the turn may stream on another instance
     end = await hub.cancel(room, request.match_info["turn"])
     return web.json_response({"turn": end.turn}, status=202)

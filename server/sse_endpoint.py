@@ -6,22 +6,29 @@ SSE framing; ``Last-Event-ID`` resumes exactly as ``epoch``/``since`` do. Read-o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 
 from aiohttp import web
 
+from .admission import enter_room
+from .core.auth_rules import Claims
 from .core.errors import ClientError
+from .core.messages import ErrorFrame
 from .core.sse_frames import KEEPALIVE, parse_last_event_id, sse_frame
 from .core.types import RoomName, parse_room_name
 from .guards import client_address, guard
-from .joining import attach
-from .keys import CONFIG, CONNECTIONS, HUB, SSE_STREAMS
-from .subscriber import Subscriber, connection_subscriber
+from .joining import attach, send_one
+from .keys import CONFIG, CONNECTIONS, HUB, ROOM_BUDGET, SSE_STREAMS
+from .subscriber import SLOW_CONSUMER, Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+TOKEN_EXPIRED = 4500  # the WebSocket's close code; SSE ends with an ``unauthorized`` event
 
 HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -57,13 +64,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
-    guard(request, config, name, "view")
+    caller = guard(request, config, name, "view")
     header = request.headers.get("Last-Event-ID")
     if header:
         resume = parse_last_event_id(header)
     else:
         resume = parse_last_event_id(request.query.get("last_event_id"), "last_event_id")
-    hub.check_capacity(name)
+    enter_room(hub, request.app[ROOM_BUDGET], name, caller.principal)
     room = hub.rooms.get(name)
     limit = config.rooms.max_subscribers
     if limit and room is not None and len(room.subscribers) >= limit:
@@ -71,15 +78,26 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise ClientError("unavailable", "this room has reached its subscriber limit")
     address = client_address(request)
     if not request.app[CONNECTIONS].acquire(address):
+        # SSE has no 4503: the same 503 as a full room, before the stream starts
         raise ClientError("unavailable", "too many connections from this address")
     try:
-        return await _stream(request, name, resume)
+        return await _stream(request, name, resume, caller.claims)
     finally:
         request.app[CONNECTIONS].release(address)
 
 
+def _expire(sub: Subscriber) -> None:
+    """The token expired: an ``unauthorized`` error event, then the end of the stream (the
+    WebSocket's 4500; an EventSource reconnects, and a new request needs a new token)."""
+    send_one(sub, ErrorFrame("unauthorized", "the token has expired"))
+    sub.close(TOKEN_EXPIRED, "token expired")
+
+
 async def _stream(
-    request: web.Request, name: RoomName, resume: tuple[str, int] | None
+    request: web.Request,
+    name: RoomName,
+    resume: tuple[str, int] | None,
+    claims: Claims | None,
 ) -> web.StreamResponse:
     config = request.app[CONFIG]
     hub = request.app[HUB]
@@ -96,23 +114,96 @@ async def _stream(
     except ClientError as exc:
         log.info("SSE subscriber refused: %s", exc.code)
         return response
+    except Exception:
+        log.exception("room %s: an SSE join failed", name)
+        return response
     streams = request.app[SSE_STREAMS]
     streams.add(sub)
     sub.start()
+    expiry = None
+    if claims is not None:
+        delay = max(0.0, claims.exp - time.time())
+        expiry = asyncio.get_running_loop().call_later(delay, _expire, sub)
     try:
-        await _keep_alive(response, sub, config.server.sse_keepalive_seconds)
+        await _keep_alive(
+            response,
+            request.transport,
+            sub,
+            config.server.sse_keepalive_seconds,
+            config.server.sse_write_timeout_seconds,
+        )
     finally:
+        if expiry is not None:
+            expiry.cancel()
         streams.discard(sub)
         hub.leave(room, sub)
         await sub.stop(0.0)
     return response
 
 
-async def _keep_alive(response: web.StreamResponse, sub: Subscriber, every: float) -> None:
-    """Send a comment line when idle until the stream ends or the client goes away."""
+async def _keep_alive(
+    response: web.StreamResponse,
+    transport: asyncio.Transport | None,
+    sub: Subscriber,
+    every: float,
+    timeout: float,
+) -> None:
+    """Send a comment line every ``every`` seconds until the stream ends or the client goes
+    away; a keep-alive that cannot be written in ``timeout`` seconds (its socket took nothing
+    meanwhile) drops the stream: the client stopped reading."""
     while not await sub.wait_ended(every or None):
-        if not len(sub.outbox):
-            try:
-                await response.write(KEEPALIVE)
-            except ConnectionError:
+        try:
+            if not await _written_within(response, transport, KEEPALIVE, timeout):
+                log.info("an SSE keep-alive was not taken in %.1f s; dropping the stream", timeout)
+                sub.close(SLOW_CONSUMER, "stopped reading")
+                if transport is not None:
+                    transport.abort()
                 return
+        except ConnectionError:
+            return
+
+
+async def _written_within(
+    response: web.StreamResponse,
+    transport: asyncio.Transport | None,
+    data: bytes,
+    timeout: float,
+) -> bool:
+    """Write ``data`` and wait until the socket has taken everything before it and it; False
+    when the socket took nothing for ``timeout`` seconds meanwhile (a reader that is slow but
+    reading keeps its stream: any progress restarts the clock).
+
+    Raises:
+        ConnectionError: the client went away.
+    """
+    write = asyncio.ensure_future(response.write(data))
+    try:
+        if transport is None:
+            await write
+            return True
+        loop = asyncio.get_running_loop()
+        since, level = loop.time(), -1
+        while True:
+            if not write.done():
+                await asyncio.wait((write,), timeout=timeout / 4)
+            if write.done():
+                write.result()
+                if not transport.get_write_buffer_size():
+                    return True
+                # Handed over but not sent yet: the transport has no event for "it took some
+                # bytes", so look again in a while.
+                await asyncio.sleep(timeout / 4)
+            buffered = transport.get_write_buffer_size()
+            if 0 <= buffered < level:
+                since = loop.time()  # the reader took something
+            level = buffered
+            if loop.time() - since >= timeout:
+                return False
+    finally:
+        if not write.done():
+            write.add_done_callback(_forget)  # it fails once the stream is dropped
+
+
+def _forget(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

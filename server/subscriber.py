@@ -26,10 +26,12 @@ from typing import Protocol
 from .config import LimitsConfig
 from .core.messages import ServerMessage
 from .core.outbox import Outbox
+from .core.stall import StallWatch
 
 log = logging.getLogger(__name__)
 
 SLOW_CONSUMER = 4000
+INTERNAL_ERROR = 1011
 CLOSE_TIMEOUT_SECONDS = 2.0
 
 
@@ -52,10 +54,13 @@ class Subscriber:
         "_coalesce",
         "_ended",
         "_ended_waiter",
+        "_looking",
         "_sink",
+        "_stall",
         "_transport",
         "_write_now",
         "_writer",
+        "_writes",
         "outbox",
         "pos",
     )
@@ -94,6 +99,9 @@ class Subscriber:
         self._coalesce = coalesce_seconds
         self._close_timeout = close_timeout
         self.pos = 0  # how much of its room's pending events it was given (``ring``)
+        self._writes = 0  # writes completed (progress, for the stall watch)
+        self._stall: StallWatch | None = None  # made when its writer first starts
+        self._looking: asyncio.TimerHandle | None = None  # the watch's next look
 
     @property
     def closing(self) -> bool:
@@ -150,6 +158,46 @@ class Subscriber:
         still being queued (``start`` wakes it)."""
         if self._writer is None and not self.outbox.joining and not self._ended:
             self._writer = asyncio.create_task(self._write(), name="subscriber-writer")
+            if self._looking is None and self._transport is not None and self.outbox.limit:
+                self._watch()
+
+    def _watch(self) -> None:
+        """Look at the writer's progress a few times per close timeout while it is busy or
+        its transport holds more than the limit (a WebSocket write returns before its bytes
+        are sent)."""
+        loop = asyncio.get_running_loop()
+        transport = self._transport
+        assert transport is not None
+        buffered = transport.get_write_buffer_size()
+        if self._stall is None:
+            self._stall = StallWatch(self.outbox.limit, self._close_timeout, loop.time())
+        self._stall.restart(loop.time(), self._writes, buffered)
+        self._looking = loop.call_later(self._close_timeout / 4, self._look)
+
+    def _look(self) -> None:
+        """The stall watch's look: drop a subscriber that stopped reading past the limit."""
+        self._looking = None
+        transport, stall = self._transport, self._stall
+        if self._ended or transport is None or stall is None:
+            return
+        buffered = transport.get_write_buffer_size()
+        if self._writer is None and buffered <= self.outbox.limit:
+            return  # nothing much waits on this reader: its next writer watches again
+        loop = asyncio.get_running_loop()
+        if stall.stalled(
+            loop.time(), queued=self.outbox.size, buffered=buffered, writes=self._writes
+        ):
+            log.info(
+                "subscriber stopped reading: %d bytes queued, %d in flight for %.1f s; dropped",
+                self.outbox.size,
+                buffered,
+                self._close_timeout,
+            )
+            self.outbox.clear()
+            self.close(SLOW_CONSUMER, "slow consumer: stopped reading")
+            transport.abort()  # nothing gets through a reader that stopped: not even a close
+            return
+        self._looking = loop.call_later(self._close_timeout / 4, self._look)
 
     async def _write(self) -> None:
         """The writer: drain the outbox into the sink; close when a close is asked for."""
@@ -166,6 +214,7 @@ class Subscriber:
                         outbox.coalescing = False
                 while (data := outbox.pop()) is not None:
                     await self._sink.write(data)
+                    self._writes += 1
             # What was queued before the close goes first (an error frame before 4502);
             # after an overflow the outbox is already empty.
             while (data := outbox.pop()) is not None:
@@ -176,8 +225,24 @@ class Subscriber:
             # The peer went away mid-write; the reader side notices and cleans up.
             log.debug("writer stopped: %s", exc)
             self._end()
+        except Exception:
+            # A fault while serving this one subscriber closes it alone (1011); the room and
+            # its other subscribers go on.
+            log.exception("subscriber writer failed; closing 1011")
+            self.outbox.clear()
+            self._closing = self._closing or (INTERNAL_ERROR, "internal error")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._sink.close(*self._closing), self._close_timeout)
+            if self._transport is not None:
+                self._transport.abort()
+            self._end()
         finally:
             self._writer = None
+
+    def fail(self) -> None:
+        """Close this subscriber alone after a fault while serving it (1011)."""
+        self.outbox.clear()
+        self.close(INTERNAL_ERROR, "internal error")
 
     def _end(self) -> None:
         self._ended = True
@@ -198,6 +263,9 @@ class Subscriber:
     async def stop(self, grace: float) -> None:
         """The connection is going: let a close that was asked for go out (up to ``grace``
         seconds), then stop the writer."""
+        if self._looking is not None:
+            self._looking.cancel()
+            self._looking = None
         if grace > 0 and self._closing is not None and self._writer is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._writer), grace)

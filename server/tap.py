@@ -13,6 +13,9 @@ from typing import Literal
 
 from aiohttp import web
 
+from .admission import enter_room
+from .auth import request_claims
+from .core.auth_rules import authorize, may_prompt
 from .core.codec import dump_json
 from .core.errors import ClientError, UpstreamError
 from .core.messages import PromptRequest
@@ -27,10 +30,10 @@ from .core.tap import (
     tap_failure,
 )
 from .core.types import TurnId, parse_room_name
-from .guards import client_address, guard
+from .guards import guard
 from .http_api import json_body
 from .hub import Room
-from .keys import CONFIG, HUB, PROMPT_RATE, UPSTREAM
+from .keys import CONFIG, HUB, PROMPTS, ROOM_BUDGET, UPSTREAM
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +90,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not room_name:
         raise ClientError("bad_request", "the X-Room header must name the room that watches")
     name = parse_room_name(room_name)
-    guard(request, config, name, "prompt")
+    caller = guard(request, config, name, "prompt")
     tap = parse_tap_request(
         await json_body(request),
         default_model=config.upstream.model,
         include_usage=config.upstream.include_usage,
         max_prompt_chars=config.limits.max_prompt_chars,
     )
-    request.app[PROMPT_RATE].check(client_address(request))
+    enter_room(hub, request.app[ROOM_BUDGET], name, caller.principal)
     room = await hub.open(name)
     relay = TapRelay()
-    started = await hub.submit(
+    started = await request.app[PROMPTS].submit(
+        hub,
         room,
         PromptRequest(content=tap.prompt, model=tap.model),
+        caller.principal,
         default_model=config.upstream.model,
         kind="tap",
         body=tap.upstream_body,
@@ -198,7 +203,15 @@ async def _complete(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Respons
 
 @routes.get("/v1/models")
 async def models(request: web.Request) -> web.Response:
-    """The upstream's model list, passed through."""
+    """The upstream's model list, passed through; in token mode, under the tap's token rules
+    (a token that may prompt, in the ``X-Room`` room when the header is there)."""
+    claims = request_claims(request, request.app[CONFIG])
+    if claims is not None:
+        room = request.headers.get("X-Room")
+        if room:
+            authorize(claims, parse_room_name(room), "prompt")
+        else:
+            may_prompt(claims.role)
     try:
         status, body = await request.app[UPSTREAM].models()
     except UpstreamError as exc:

@@ -8,6 +8,7 @@ import time
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
+from .admission import PromptAdmission, enter_room
 from .auth import request_claims
 from .config import Config
 from .core.auth_rules import authorize, may_prompt
@@ -18,11 +19,11 @@ from .core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
 from .core.text import MAX_SEQ_DIGITS, check_client_text, parse_seq
 from .core.types import parse_room_name
 from .core.wsframe import PING, FrameOnce
-from .guards import PromptRate, check_origin, client_address
+from .guards import client_address, principal
 from .heartbeat import Beating
 from .hub import Hub, Room
 from .joining import attach, send_one
-from .keys import CONFIG, CONNECTIONS, HEARTBEAT, HUB, PROMPT_RATE, SOCKETS
+from .keys import CONFIG, CONNECTIONS, HEARTBEAT, HUB, PROMPTS, ROOM_BUDGET, SOCKETS
 from .subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
@@ -111,15 +112,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
     resume = resume_point(dict(request.query))
-    # Refused before the upgrade: a bad Origin (403), a missing or bad token (401/403), a
-    # full server (503).
-    check_origin(request, config)
+    # Refused before the upgrade: another Host (400) and a bad Origin (403) by the
+    # middleware, a missing or bad token (401/403), a full server (503), a principal past
+    # its room-creation budget (429).
     claims = request_claims(request, config)
     role: Role = "publisher"
     if claims is not None:
         authorize(claims, name, "view")
         role = claims.role
-    hub.check_capacity(name)
+    who = principal(request, claims)
+    enter_room(hub, request.app[ROOM_BUDGET], name, who)
     # No aiohttp heartbeat (a timer per connection, and its state on every response): the
     # instance's heartbeat wheel pings, and this reader answers pings itself.
     ws = web.WebSocketResponse(
@@ -142,6 +144,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         except ClientError as exc:
             await ws.close(code=exc.close_code or CAPACITY, message=exc.message.encode())
             return ws
+        except Exception:
+            log.exception("room %s: a join failed; closing 1011", name)
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+            return ws
         sub.start()
         expiry = None
         if claims is not None:
@@ -153,12 +159,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         sockets, heartbeat = request.app[SOCKETS], request.app[HEARTBEAT]
         sockets.add(ws)
         heartbeat.add(sink)
-        reader = FrameReader(hub, room, sub, role, address, request.app[PROMPT_RATE], config)
+        reader = FrameReader(hub, room, sub, role, who, request.app[PROMPTS], config)
         try:
             while (msg := await ws.receive()).type not in _ENDS:
                 sink.heard = True
                 if not await reader.take(ws, msg):
                     break
+        except Exception:
+            # A fault while serving this connection closes it alone (1011).
+            log.exception("room %s: serving a connection failed; closing 1011", name)
+            sub.fail()
         finally:
             if expiry is not None:
                 expiry.cancel()
@@ -176,11 +186,11 @@ class FrameReader:
     """Reads one connection's client frames and answers what cannot be honoured."""
 
     __slots__ = (
-        "address",
         "default_model",
         "hub",
         "max_prompt_chars",
-        "rate",
+        "principal",
+        "prompts",
         "refusals",
         "role",
         "room",
@@ -193,12 +203,12 @@ class FrameReader:
         room: Room,
         sub: Subscriber,
         role: Role,
-        address: str,
-        rate: PromptRate,
+        principal: str,
+        prompts: PromptAdmission,
         config: Config,
     ) -> None:
         self.hub, self.room, self.sub, self.role = hub, room, sub, role
-        self.address, self.rate = address, rate
+        self.principal, self.prompts = principal, prompts
         self.max_prompt_chars = config.limits.max_prompt_chars
         self.default_model = config.upstream.model
         self.refusals = RefusalCount(
@@ -229,9 +239,19 @@ class FrameReader:
             if isinstance(frame, CancelRequest):
                 await self.hub.cancel(self.room, frame.turn)
             else:
-                self.rate.check(self.address)
+                try:
+                    await self.prompts.submit(
+                        self.hub,
+                        self.room,
+                        frame,
+                        self.principal,
+                        default_model=self.default_model,
+                    )
+                except ClientError as exc:
+                    if exc.code != "rate_limited":
+                        self.refusals.prompt_accepted()  # past the budget: the streak is over
+                    raise
                 self.refusals.prompt_accepted()
-                await self.hub.submit(self.room, frame, default_model=self.default_model)
         except ClientError as exc:
             exc.ref = exc.ref or frame.id
             _refuse(self.sub, self.room, exc)

@@ -1,11 +1,17 @@
-"""Origin checks against cross-site WebSocket hijacking (PROTOCOL.md, "Auth")."""
+"""Origin and Host checks against cross-site WebSocket hijacking and DNS rebinding
+(PROTOCOL.md, "Auth" and "Defaults and details")."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_NAME = re.compile(r"[a-z0-9_.-]+")  # DNS names and IPv4 addresses, lower case
+# Listen addresses that are no name a client could send (every interface).
+WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 
 
 def normalize_origin(value: str) -> str | None:
@@ -25,12 +31,83 @@ def normalize_origin(value: str) -> str | None:
     return f"{scheme}://{host}:{port}"
 
 
-def origin_allowed(origin: str | None, own: str, allowed: Iterable[str]) -> bool:
+def origin_allowed(origin: str | None, own: str | None, allowed: Iterable[str]) -> bool:
     """True for no Origin (not a browser), the server's own origin, or an allowed one."""
     if origin is None:
         return True
     seen = normalize_origin(origin)
     if seen is None:
         return False
-    permitted = {normalize_origin(own)} | {normalize_origin(a) for a in allowed}
-    return seen in permitted
+    return seen == own or seen in {normalize_origin(a) for a in allowed}
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """The name (lower case, no brackets, no final dot) and port of a ``Host`` value, or None
+    when it is not a plain ``host[:port]``."""
+    try:
+        parts = urlsplit("//" + value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    name = (parts.hostname or "").rstrip(".")
+    if not name or parts.username is not None or parts.path or parts.query or parts.fragment:
+        return None
+    if not _NAME.fullmatch(name) and not _is_ipv6(name):
+        return None
+    return name, port
+
+
+def _is_ipv6(name: str) -> bool:
+    try:
+        return ip_address(name).version == 6
+    except ValueError:
+        return False
+
+
+def host_name(entry: str) -> str | None:
+    """A configured host name (or IP address, IPv6 with or without brackets) as ``split_host``
+    gives it; None when it is not one or carries a port."""
+    entry = entry.strip()
+    if entry.count(":") > 1 and not entry.startswith("["):
+        entry = f"[{entry}]"
+    found = split_host(entry)
+    return found[0] if found is not None and found[1] is None else None
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class HostAllowlist:
+    """The names this server answers to (PROTOCOL.md: a request for another host is 400).
+
+    Loopback names (``localhost``, 127.0.0.0/8, ``::1``) are always in it, on any port: a page
+    on a foreign name cannot make a browser send them (DNS rebinding changes what a name
+    resolves to, not the name in ``Host``). The server's own origin is built from these names,
+    never from whatever ``Host`` a request brings.
+    """
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: Iterable[str]) -> None:
+        found = (host_name(n) for n in names if n not in WILDCARD_ADDRESSES)
+        self.names = frozenset(n for n in found if n is not None)
+
+    def allows(self, host: str | None) -> bool:
+        """Whether a request's ``Host`` names this server."""
+        return self.own_origin("http", host) is not None
+
+    def own_origin(self, scheme: str, host: str | None) -> str | None:
+        """``scheme://name[:port]`` for an allowed ``host``; None for any other."""
+        found = split_host(host) if host is not None else None
+        if found is None or not (found[0] in self.names or _is_loopback(found[0])):
+            return None
+        name, port = found
+        if ":" in name:
+            name = f"[{name}]"
+        return normalize_origin(f"{scheme}://{name}" + ("" if port is None else f":{port}"))

@@ -1,4 +1,4 @@
-"""Token buckets per client address (PROTOCOL.md: prompts 30 a minute, burst 5)."""
+"""Token buckets per principal (PROTOCOL.md: prompt and room-creation budgets)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,13 @@ class TokenBucket:
             return None
         return (1.0 - self._tokens) / self.per_second
 
+    def give_back(self) -> None:
+        """Return one token spent on something that turned out not to count."""
+        self._tokens = min(float(self.burst), self._tokens + 1.0)
+
 
 class RateLimiter:
-    """One bucket per key (a client address), the least recently used forgotten past a cap."""
+    """One bucket per key (a principal), the least recently used forgotten past a cap."""
 
     def __init__(self, per_minute: float, burst: int, max_keys: int = 100_000) -> None:
         self.per_minute = per_minute
@@ -47,3 +51,9 @@ class RateLimiter:
         else:
             self._buckets.move_to_end(key)
         return bucket.take(now)
+
+    def give_back(self, key: str) -> None:
+        """Return the token ``key`` spent last (a replay that started nothing)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.give_back()

@@ -257,3 +257,18 @@ async def test_python_m_server_loadtest_runs_against_a_real_server(
     assert b"check          OK: 6 subscribers rebuilt 2 turn(s) exactly" in out
     assert b"connected 6/6" in err  # the progress line
     assert json.loads((tmp_path / "r.json").read_text())["latency"]["connect_ms"]["n"] == 6
+
+
+@pytest.mark.parametrize(("rooms", "prompts"), [(20, 3), (10, 2)])
+async def test_the_load_tester_passes_against_a_default_server(
+    server: TestServer, upstream: FakeUpstream, rooms: int, prompts: int
+) -> None:
+    """`fanout loadtest --rooms 20 --prompts 3` (and `--rooms 10 --prompts 2`), 100
+    subscribers from one address, pass against the default limits: no 429, no 4503."""
+    result, out, _ = await _run(
+        url=_url(server), subscribers=100, rooms=rooms, prompts=prompts, duration=60
+    )
+    assert result.exit_code == 0, out
+    assert result.report is not None
+    assert result.report["turns"] == rooms * prompts
+    assert len(upstream.requests) == rooms * prompts
