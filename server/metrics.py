@@ -43,6 +43,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.upstream_repairs = Counter(
+            "fanout_upstream_repairs",
+            "Upstream values made valid instead of refused: lone surrogates that became U+FFFD, "
+            "non-finite numbers dropped.",
+            registry=r,
+        )
         self.errors = Counter(
             "fanout_errors", "Errors answered to clients, by code.", ["code"], registry=r
         )

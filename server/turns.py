@@ -12,10 +12,10 @@ from typing import Any, Protocol
 from .core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
 from .core.messages import ErrorInfo, SequencedEvent, TurnEnd
 from .core.retry import RetryPolicy, is_temporary, retry_delay
-from .core.sse import SSEDecoder, SSEEvent
+from .core.sse import LineTooLong, SSEDecoder, SSEEvent
 from .core.types import TurnId
 from .hub import Room, TurnLost
-from .upstream import StreamBroken, UpstreamClient
+from .upstream import StreamBroken, UpstreamClient, UpstreamStatusError
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +126,19 @@ class TurnRunner:
         loop = asyncio.get_running_loop()
         got_body = False
         started, seq0, timed = loop.time(), state.seq, False
+        reported = False  # the attempt's repairs: counted and logged once, as its turn ends
         if room.metrics is not None:
             room.metrics.upstream_requests.inc()
         try:
             async with asyncio.timeout(None) as timer:
                 timer.reschedule(min(loop.time() + idle, deadline))
                 async with self.upstream.stream(body) as chunks:
-                    decoder = SSEDecoder()
+                    decoder = SSEDecoder(self.upstream.config.max_line_bytes)
                     async for raw in chunks:
                         got_body = True
                         timer.reschedule(min(loop.time() + idle, deadline))
                         if await self._apply(room, turn_id, decoder.feed(raw), listener):
+                            reported = _report_repairs(room, turn_id)
                             await _drain(chunks)
                             return
                         if not timed and state.seq > seq0 and room.metrics is not None:
@@ -144,14 +146,30 @@ class TurnRunner:
                             room.metrics.ttft.observe(loop.time() - started)
                     if await self._apply(room, turn_id, decoder.close(), listener):
                         return
+            reported = _report_repairs(room, turn_id)
             await self._end(room, room.state.end_stream(turn_id, time.time()))
         except StreamBroken:
+            reported = _report_repairs(room, turn_id)
             await self._end(room, room.state.end_stream(turn_id, time.time()))
+        except LineTooLong as exc:
+            # Leaving the stream's context closed the connection mid-body; never retried.
+            log.warning("room %s: turn %s: %s", state.name, turn_id, exc.message)
+            if not await self._apply(room, turn_id, exc.events, listener):
+                reported = _report_repairs(room, turn_id)
+                info = ErrorInfo(exc.code, exc.message)
+                await self._end(room, room.state.fail(turn_id, info, time.time()))
         except TimeoutError as exc:
             log.info("room %s: turn %s timed out (body started: %s)", state.name, turn_id, got_body)
             if not got_body:
                 raise UpstreamError("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE) from exc
+            reported = _report_repairs(room, turn_id)
             await self._end(room, room.state.time_out(turn_id, body_started=True, now=time.time()))
+        except UpstreamStatusError as exc:
+            reported = _report_repairs(room, turn_id, exc.repairs)  # before _stream fails the turn
+            raise
+        finally:
+            if not reported:
+                _report_repairs(room, turn_id)
 
     async def _fail(
         self, room: Room, turn_id: TurnId, exc: UpstreamError, listener: TurnListener | None
@@ -185,6 +203,30 @@ class TurnRunner:
         if end is not None:
             log.info("room %s: turn %s ended %s", room.state.name, end.turn, end.status)
             await room.hub.commit(room, (end,))
+
+
+def _report_repairs(room: Room, turn_id: TurnId, error_body: int = 0) -> bool:
+    """Count the values of a turn's upstream that were repaired, and say so in one log line.
+
+    Args:
+        error_body: repairs of an HTTP error body, beside those of the turn's chunks.
+
+    Returns:
+        True: the caller reports nothing more for this attempt.
+    """
+    repairs = error_body + room.state.upstream_repairs(turn_id)
+    if not repairs:
+        return True
+    if room.metrics is not None:
+        room.metrics.upstream_repairs.inc(repairs)
+    log.warning(
+        "room %s: turn %s: the upstream sent %d value(s) that are not valid text or numbers "
+        "(lone surrogates became U+FFFD, non-finite numbers were dropped)",
+        room.state.name,
+        turn_id,
+        repairs,
+    )
+    return True
 
 
 DRAIN_SECONDS = 0.25

@@ -8,6 +8,7 @@ accumulator, so provider quirks are handled in one place and nothing is parsed t
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,8 @@ import openai
 from .config import UpstreamConfig
 from .core.accumulator import error_info
 from .core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
+from .core.messages import ErrorInfo
+from .core.repair import repair_json
 from .core.scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,24 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 class StreamBroken(UpstreamError):
     """The body broke after it began: the turn is truncated, its text kept."""
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered an HTTP error; ``repairs``: values of its body made valid."""
+
+    def __init__(
+        self,
+        info: ErrorInfo,
+        *,
+        status: int,
+        retry_after_ms: int | None,
+        payload: object,
+        repairs: int,
+    ) -> None:
+        super().__init__(
+            info.code, info.message, status=status, retry_after_ms=retry_after_ms, payload=payload
+        )
+        self.repairs = repairs
 
 
 class UpstreamClient:
@@ -110,8 +131,10 @@ class UpstreamClient:
                 raise StreamBroken("stream_broken", "the upstream stream broke") from exc
             raise
 
-    def _status_error(self, exc: openai.APIStatusError) -> UpstreamError:
-        body = exc.body
+    def _status_error(self, exc: openai.APIStatusError) -> UpstreamStatusError:
+        # The body is the upstream's JSON as the SDK parsed it: repaired like any chunk
+        # (core/repair.py), so its message and the payload the tap passes on are valid text.
+        body, repairs = repair_json(exc.body)
         raw = body.get("error", body) if isinstance(body, dict) else None
         if isinstance(raw, dict):
             info = error_info(raw, self._secrets)
@@ -119,23 +142,17 @@ class UpstreamClient:
             info = error_info(
                 {"code": "upstream_error", "message": str(exc.message)}, self._secrets
             )
-        retry_after = exc.response.headers.get("retry-after")
-        retry_ms: int | None = None
-        if retry_after:
-            try:
-                retry_ms = int(float(retry_after) * 1000)
-            except ValueError:
-                retry_ms = None
+        retry_ms = _retry_after_ms(exc.response.headers.get("retry-after"))
         log.warning(
             "upstream answered HTTP %s (%s)", exc.status_code, scrub(info.code, self._secrets)
         )
         payload = body if isinstance(body, dict) else {"error": {"message": info.message}}
-        return UpstreamError(
-            info.code,
-            info.message,
+        return UpstreamStatusError(
+            info,
             status=exc.status_code,
             retry_after_ms=retry_ms,
             payload={"error": _scrubbed(payload.get("error", payload), self._secrets)},
+            repairs=repairs,
         )
 
     async def models(self) -> tuple[int, bytes]:
@@ -151,6 +168,19 @@ class UpstreamClient:
         except openai.APIError as exc:
             raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
         return raw.http_response.status_code, raw.http_response.content
+
+
+def _retry_after_ms(value: str | None) -> int | None:
+    """A Retry-After header in seconds as milliseconds; None when absent or not a duration."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date, or garbage
+    if not math.isfinite(seconds) or seconds < 0:
+        return None  # "inf" or "nan" would break int(); a negative wait is no wait
+    return int(min(seconds, 86_400.0) * 1000)
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

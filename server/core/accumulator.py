@@ -4,6 +4,7 @@ Handles the quirks of OpenAI-compatible providers: usage chunks with empty ``cho
 Azure's filter chunks, ``reasoning_content`` (DeepSeek, vLLM) and ``reasoning``
 (OpenRouter, newer vLLM, Ollama), Groq's ``x_groq.usage``, tool calls without ``index``,
 providers that repeat tool-call ids and names on every chunk, and legacy ``function_call``.
+What an upstream sends is repaired as it is parsed (``repair.py``), never refused.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .messages import ChoiceDelta, ChoiceView, ErrorInfo, ToolCallDelta, ToolCallView, Usage
+from .repair import load_json, repair_text
 from .scrub import scrub
 
 
@@ -66,13 +68,16 @@ def _index(value: object, default: int) -> int:
 
 
 def error_info(raw: object, secrets: tuple[str, ...] = ()) -> ErrorInfo:
-    """An upstream error object (or anything else) as a scrubbed ErrorInfo."""
+    """An upstream error object (or anything else) as a scrubbed ErrorInfo of valid text."""
     if isinstance(raw, Mapping):
         code = raw.get("code") or raw.get("type") or "upstream_error"
         message = raw.get("message") or "the upstream reported an error"
     else:
         code, message = "upstream_error", str(raw) or "the upstream reported an error"
-    return ErrorInfo(code=scrub(str(code), secrets)[:64], message=scrub(str(message), secrets))
+    return ErrorInfo(
+        code=scrub(repair_text(str(code)), secrets)[:64],
+        message=scrub(repair_text(str(message)), secrets),
+    )
 
 
 class ChunkAccumulator:
@@ -83,9 +88,21 @@ class ChunkAccumulator:
         self._secrets = secrets
         self.usage: Usage | None = None
         self.error: ErrorInfo | None = None
+        self.repairs = 0  # upstream values made valid so far (repair.py)
+
+    def parse(self, data: str) -> object:
+        """One upstream ``data:`` payload as JSON, repaired; counts the repairs in ``repairs``.
+
+        Raises:
+            ValueError: ``data`` is not JSON.
+            RecursionError: ``data`` nests deeper than the parser goes.
+        """
+        value, repairs = load_json(data)
+        self.repairs += repairs
+        return value
 
     def feed(self, chunk: Mapping[str, Any]) -> tuple[ChoiceDelta, ...]:
-        """Apply one parsed chunk; return a delta for every choice whose strings grew."""
+        """Apply one chunk from ``parse``; return a delta for every choice whose strings grew."""
         if chunk.get("error") is not None:
             self.error = error_info(chunk["error"], self._secrets)
             return ()
