@@ -58,7 +58,13 @@ from .scale_out_setups import BY_KEY, FULL, QUICK, Plan, Setup
 from .scale_out_tables import one_line
 
 PREFIX = "fanout"  # broker.key_prefix (config.toml)
-ENV = {"FANOUT_SERVER_LOG_LEVEL": "warning"}
+# Thousands of viewers and many prompts come from this one machine: per-client limits off.
+ENV = {
+    "FANOUT_SERVER_LOG_LEVEL": "warning",
+    "FANOUT_LIMITS_MAX_CONNECTIONS_PER_CLIENT": "0",
+    "FANOUT_LIMITS_PROMPTS_PER_MINUTE": "0",
+    "FANOUT_LIMITS_ROOMS_PER_MINUTE": "0",
+}
 EVENTS_HEARD = "fanout_broker_events_heard_total"
 IDLE_SECONDS = 3.0  # a turn during which nothing arrives for this long has stopped
 DRAIN_SECONDS = 10.0

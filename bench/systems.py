@@ -27,7 +27,7 @@ class System:
         args = ["--port", str(port), "--upstream-url", upstream_url, "--model", model]
         if self.module == "server":
             args.insert(0, "serve")
-        env = {"FANOUT_SERVER_LOG_LEVEL": "warning", **dict(self.env)}
+        env = {"FANOUT_SERVER_LOG_LEVEL": "warning", **BENCH_LIMITS, **dict(self.env)}
         return Proc(self.module, args, SERVER_CPU, env=env)
 
     def url(self, port: int, prompt: str = "", model: str = "") -> str:
@@ -49,6 +49,12 @@ class System:
         return self.client != "sse"
 
 
+# Thousands of viewers and many prompts come from this one machine: per-client limits off.
+BENCH_LIMITS = {
+    "FANOUT_LIMITS_MAX_CONNECTIONS_PER_CLIENT": "0",
+    "FANOUT_LIMITS_PROMPTS_PER_MINUTE": "0",
+    "FANOUT_LIMITS_ROOMS_PER_MINUTE": "0",
+}
 FANOUT = System("fanout", "fanout", "server", "ws", "/api/rooms/bench/ws")
 WEBSOCKETS = System(
     "websockets", "websockets.broadcast", "bench.peers.ws_broadcast", "ws", "/bench"

@@ -40,6 +40,16 @@ def test_environment_overrides_file_and_flags_override_both(tmp_path: Path) -> N
             ("server", "allowed_origins"),
             ["https://a.example", "https://b.example"],
         ),
+        (
+            {"FANOUT_SERVER_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"},
+            ("server", "trusted_proxies"),
+            ["10.0.0.0/8", "192.0.2.7"],
+        ),
+        (
+            {"FANOUT_SERVER_ALLOWED_HOSTS": "chat.example.com,::1"},
+            ("server", "allowed_hosts"),
+            ["chat.example.com", "::1"],
+        ),
     ],
 )
 def test_environment_values_are_parsed_by_type(
@@ -72,6 +82,9 @@ def test_environment_values_are_parsed_by_type(
         ("", {}, {"server.log_level": "loud"}, "server.log_level"),
         ("", {}, {"server.port": 70000}, "server.port"),
         ("", {}, {"upstream.idle_timeout": 0.0}, "upstream.idle_timeout"),
+        ("", {"FANOUT_SERVER_TRUSTED_PROXIES": "nginx"}, {}, "server.trusted_proxies"),
+        ("", {"FANOUT_SERVER_ALLOWED_HOSTS": "a.example:443"}, {}, "server.allowed_hosts"),
+        ("", {}, {"server.sse_write_timeout_seconds": 0.0}, "server.sse_write_timeout_seconds"),
         ("not toml = = =", {}, {}, "c.toml"),
     ],
 )
