@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from .conftest import viewer, ws_url
-from .fake_upstream import FakeUpstream, Script
+from .fake_upstream import FakeUpstream
+from .room_health import assert_room_healthy
 from .sse_viewer import SSEViewer
 
 TIMEOUT = 10.0
@@ -33,14 +34,18 @@ async def room_is_healthy(
     room: str,
     upstream: FakeUpstream | None = None,
 ) -> None:
-    """A new viewer of ``room`` gets welcome + snapshot, and a new prompt completes (the fake
-    upstream, when given, is set back to a plain answer first)."""
-    if upstream is not None:
-        upstream.always(Script())
+    """Once ``room``'s turns have ended, a new viewer gets welcome + snapshot and a new prompt
+    completes: ``assert_room_healthy`` on the fake upstream; on another upstream (the mock),
+    the same check without comparing the answer's text."""
     async with asyncio.timeout(TIMEOUT):
+        idle = await viewer(session, server, room)
+        await idle.wait(lambda v: all(t.end is not None for t in v.turns.values()))
+        await idle.close()
+        if upstream is not None:
+            await assert_room_healthy(session, server, room, upstream)
+            return
         v = await viewer(session, server, room)
         assert [f["type"] for f in v.frames[:2]] == ["welcome", "snapshot"]
-        await v.wait(lambda v: all(t.end is not None for t in v.turns.values()))
         await v.send({"type": "prompt", "content": "are you well?"})
         await v.wait(lambda v: any(f["type"] == "turn.start" for f in v.frames[2:]))
         start = next(f for f in v.frames[2:] if f["type"] == "turn.start")
