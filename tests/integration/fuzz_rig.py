@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -32,7 +33,7 @@ from .fuzz_strategies import Body, UpstreamScript
 # derandomize: a CI run draws the same examples every time, so a red build reproduces locally;
 # database=None: nothing is written next to the checkout.
 fuzz = settings(
-    max_examples=50,
+    max_examples=int(os.environ.get("FANOUT_FUZZ_EXAMPLES", "50")),  # more for a long hunt
     deadline=None,
     derandomize=True,
     database=None,
@@ -237,6 +238,7 @@ class Rig:
             "upstream.max_retries": 0,
             "upstream.idle_timeout": 2.0,
             "limits.prompts_per_minute": 0,
+            "limits.rooms_per_minute": 0,
         }
         config = load_config(None, {}, settings)
         config = dataclasses.replace(config, api_key=Secret(API_KEY))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -453,56 +453,110 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+async def _frames_until_turn_end(frames: AsyncIterator[str]) -> dict[str, Any]:
+    """Read a viewer's frames until the first turn it saw start ends; check every frame."""
+    turn = None
+    async for text in frames:
+        frame = _strict_json(text)
+        bad = [s for s in _strings(frame) if has_surrogate(s)]
+        assert not bad, f"a lone surrogate reached a viewer: {frame}"
+        if frame.get("type") == "turn.start" and turn is None:
+            turn = frame["turn"]
+        if frame.get("type") == "turn.end" and frame.get("turn") == turn:
+            assert frame["status"] in END_STATUSES - {"cancelled"}, frame
+            if frame["status"] == "failed":
+                assert isinstance(frame["error"]["code"], str), frame
+                assert isinstance(frame["error"]["message"], str), frame
+            return frame
+    raise AssertionError("the viewer's stream ended before turn.end")
+
+
+async def _ws_texts(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[str]:
+    while True:
+        msg = await ws.receive()
+        assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, ws.close_code)
+        yield msg.data
+
+
+async def _sse_texts(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    buffer = b""
+    while more := await resp.content.readany():
+        buffer += more
+        *events, buffer = buffer.split(b"\n\n")
+        for event in events:
+            data = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
+            if data:
+                yield b"\n".join(data).decode()
+
+
+async def _join_both(rig: Rig, room: str) -> tuple[Any, Any, AsyncIterator[str]]:
+    """A WebSocket and an SSE viewer of ``room``, both past their snapshot."""
+    ws = await rig.http().ws_connect(rig.base / "api/rooms" / room / "ws")
+    assert (await ws.receive_json())["type"] == "welcome"
+    assert (await ws.receive_json())["type"] == "snapshot"
+    sse = await rig.http().get(rig.base / "api/rooms" / room / "events")
+    assert sse.status == 200, await sse.text()
+    sse_texts = _sse_texts(sse)
+    async for text in sse_texts:
+        if _strict_json(text)["type"] == "snapshot":
+            break
+    return ws, sse, sse_texts
+
+
+UPSTREAM_EXAMPLES = [
+    UpstreamScript(
+        200,
+        "text/event-stream",
+        (
+            b'data: {"choices": [{"index": 0, "delta": {"content": "a\\ud800"}}]}\n\n',
+            b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],'
+            b' "usage": {"prompt_tokens": 1e999}}\n\ndata: [DONE]\n\n',
+        ),
+        0.0,
+    ),
+    UpstreamScript(400, "application/json", (b'{"error": {"message": "bad \\ud800"}}',), 0.0),
+    UpstreamScript(
+        200,
+        "text/event-stream",
+        (b'data: {"choices": [{"index": 0, "delta": {"content": "half"}}]}\n\n',),
+        0.0,
+    ),
+    UpstreamScript(  # an in-stream error, then more text: the turn ends at the error
+        200,
+        "text/event-stream",
+        (
+            b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+            b'data: {"error":{"message":"boom","code":"x"}}\n\n'
+            b'data: {"choices":[{"index":0,"delta":{"content":"b"}}]}\n\n',
+        ),
+        0.0,
+    ),
+]
+
+
 def test_scripted_upstream() -> None:
-    """Whatever the upstream streams: the turn ends, viewers get valid text, the room goes on."""
+    """Whatever the upstream streams: the turn ends for every viewer, the room goes on."""
     with Rig("upstream") as rig:
 
         @fuzz
         @given(script=upstream_scripts())
-        @example(
-            script=UpstreamScript(
-                200,
-                "text/event-stream",
-                (
-                    b'data: {"choices": [{"index": 0, "delta": {"content": "a\\ud800"}}]}\n\n',
-                    b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],'
-                    b' "usage": {"prompt_tokens": 1e999}}\n\ndata: [DONE]\n\n',
-                ),
-                0.0,
-            )
-        )
-        @example(
-            script=UpstreamScript(
-                400, "application/json", (b'{"error": {"message": "bad \\ud800"}}',), 0.0
-            )
-        )
+        @example(script=UPSTREAM_EXAMPLES[0])
+        @example(script=UPSTREAM_EXAMPLES[1])
         def one(script: UpstreamScript) -> None:
             room = rig.new_room()
             content = f"fuzz upstream {room}"
             rig.upstream.scripts[content] = script
 
             async def step() -> None:
-                ws = await rig.http().ws_connect(rig.base / "api/rooms" / room / "ws")
-                async with ws:
-                    assert (await ws.receive_json())["type"] == "welcome"
-                    assert (await ws.receive_json())["type"] == "snapshot"
+                ws, sse, sse_texts = await _join_both(rig, room)
+                async with ws, sse:
                     async with rig.http().post(
                         rig.base / "api/rooms" / room / "prompts", json={"content": content}
                     ) as resp:
                         assert resp.status == 202, await resp.text()
-                        turn = (await resp.json())["turn"]
-                    while True:
-                        msg = await ws.receive()
-                        assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, ws.close_code)
-                        frame = _strict_json(msg.data)
-                        bad = [s for s in _strings(frame) if has_surrogate(s)]
-                        assert not bad, f"a lone surrogate reached a viewer: {frame}"
-                        if frame.get("type") == "turn.end" and frame.get("turn") == turn:
-                            break
-                    assert frame["status"] in END_STATUSES - {"cancelled"}, frame
-                    if frame["status"] == "failed":
-                        assert isinstance(frame["error"]["code"], str), frame
-                        assert isinstance(frame["error"]["message"], str), frame
+                    by_ws = await _frames_until_turn_end(_ws_texts(ws))
+                    by_sse = await _frames_until_turn_end(sse_texts)
+                    assert by_ws == by_sse
                 await rig.healthy(room)
 
             try:
