@@ -6,6 +6,8 @@ Encoding happens once per event, whatever the number of subscribers.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -34,6 +36,8 @@ from .text import check_client_value, is_text
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 MAX_ID_CHARS = 128
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _error(info: ErrorInfo | None) -> dict[str, Any] | None:
@@ -170,8 +174,30 @@ def encode(msg: ServerMessage) -> bytes:
 
 
 def dump_json(obj: object) -> bytes:
-    """Compact UTF-8 JSON, the one serialiser of the wire."""
-    return _dumps(obj).encode()
+    """Compact UTF-8 JSON, the one serialiser of the wire; it never fails on our own values.
+
+    Client text is checked at the edge and upstream text is repaired as it arrives, so the
+    first attempt is the one that runs. Should a lone surrogate or a non-finite number still
+    reach here, it is written as U+FFFD or null instead of raising: a room's state change and
+    the encoding of its event must succeed together (ARCHITECTURE.md, "Two rules").
+    """
+    try:
+        return _dumps(obj).encode()
+    except (UnicodeEncodeError, ValueError):
+        return _dumps(wire_safe(obj)).encode()
+
+
+def wire_safe(obj: object) -> object:
+    """A copy of a JSON value with lone surrogates as U+FFFD and non-finite numbers as null."""
+    if isinstance(obj, str):
+        return _LONE_SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {wire_safe(k): wire_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [wire_safe(v) for v in obj]
+    return obj
 
 
 # --- decoding ---------------------------------------------------------------------------

@@ -209,12 +209,30 @@ def test_snapshot_wire_is_the_snapshot_object() -> None:
     }
 
 
-def test_dump_json_is_compact_utf8_and_refuses_nan() -> None:
-    """dump_json writes raw UTF-8 without spaces and refuses NaN (not JSON)."""
+def test_dump_json_is_compact_utf8_and_never_writes_invalid_json() -> None:
+    """dump_json writes raw UTF-8 without spaces; NaN and infinities become null."""
     assert dump_json({"a": ["é", 1]}) == '{"a":["é",1]}'.encode()
-    with pytest.raises(ValueError, match="JSON compliant"):
-        dump_json({"a": float("nan")})
+    assert dump_json({"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5]}) == (
+        b'{"a":null,"b":[null,null,1.5]}'
+    )
 
+
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [
+        ("x\ud800y", '"x\ufffdy"'),
+        ("\udc00\ud83d", '"\ufffd\ufffd"'),
+        ("\U0001f600", '"\U0001f600"'),
+        ({"k\ud800": ("v", 2)}, '{"k\ufffd":["v",2]}'),
+        (None, "null"),
+    ],
+)
+def test_dump_json_writes_lone_surrogates_as_replacement_characters(
+    value: object, wire: str
+) -> None:
+    """A lone surrogate that reached the encoder is written as U+FFFD, one per code point."""
+    assert dump_json(value) == wire.encode()
+    json.loads(dump_json(value))  # valid JSON, valid UTF-8
 
 # --- decoding ---------------------------------------------------------------------------
 
