@@ -234,6 +234,7 @@ def test_dump_json_writes_lone_surrogates_as_replacement_characters(
     assert dump_json(value) == wire.encode()
     json.loads(dump_json(value))  # valid JSON, valid UTF-8
 
+
 # --- decoding ---------------------------------------------------------------------------
 
 
