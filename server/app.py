@@ -32,6 +32,7 @@ from .keys import (
     SSE_STREAMS,
     UPSTREAM,
 )
+from .logs import quiet_parser_refusals
 from .metrics import Metrics
 from .proxies import trusted_proxies
 from .turns import TurnRunner
@@ -46,6 +47,7 @@ GOING_AWAY = 1001
 
 def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     """Build the aiohttp application for ``config`` (``broker``: instead of broker.url's)."""
+    quiet_parser_refusals()
     # Outermost first: errors become JSON; then the client's address, scheme and host as a
     # trusted proxy reports them; then the Host allowlist and the Origin check.
     proxies = trusted_proxies(config.server.trusted_proxies)

@@ -10,6 +10,7 @@ import logging
 import time
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 
@@ -27,6 +28,35 @@ class AccessLog(AbstractAccessLogger):
             response.body_length,
             time,
         )
+
+
+class ParserRefusals(logging.Filter):
+    """Requests aiohttp's parser refuses become one INFO line each, without a traceback.
+
+    A malformed request line, a control byte in a header or a line over the parser's limit is
+    answered 400 by aiohttp before any route sees it; aiohttp logs that at ERROR with the
+    parser's traceback, which lets anyone fill the log with tracebacks. The line kept says who
+    and why (the reason's first line, never the request's bytes).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a parser refusal in place; pass every other record as it is."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            reason = (exc.message or "").strip().splitlines()[:1] or [type(exc).__name__]
+            record.msg = "refused a malformed request from %s (%s): %s"
+            who = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.args = (who, exc.code, reason[0].partition(":")[0][:120])
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_parser_refusals() -> None:
+    """Install :class:`ParserRefusals` on aiohttp's server logger, once."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ParserRefusals) for f in logger.filters):
+        logger.addFilter(ParserRefusals())
 
 
 class JsonLines(logging.Formatter):

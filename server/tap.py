@@ -22,9 +22,7 @@ from .core.messages import PromptRequest
 from .core.sse import SSEEvent
 from .core.tap import (
     TapFailure,
-    carries_error,
     completion_object,
-    is_done,
     parse_tap_request,
     relay_data,
     tap_failure,
@@ -137,11 +135,12 @@ async def _relay_stream(
     """Relay the upstream's events; the status line waits for the first one to pass on.
 
     So a turn that fails before anything reached the caller is a non-2xx with the error JSON.
-    ``[DONE]`` is held back until the turn's outcome is known: after a failure or truncation
-    the stream ends with an ``{"error": ...}`` data line instead, which the SDKs raise on.
+    The relay gets only the events the room's turn took and went on after (never the one that
+    ended it, never any after it), and ``[DONE]`` is held back until the turn's outcome is
+    known: after a failure or truncation the stream ends with the turn's own scrubbed
+    ``{"error": ...}`` data line instead, which the SDKs raise on.
     """
     response: web.StreamResponse | None = None
-    told_error = False
     try:
         while (item := await relay.queue.get())[0] != "end":
             if item[0] == "error":
@@ -150,12 +149,8 @@ async def _relay_stream(
                 continue  # the turn's end says how it failed
             sse = item[1]
             data = relay_data(sse.data, wants_usage=wants_usage)
-            if data is None or is_done(data):
+            if data is None:
                 continue
-            if carries_error(data):
-                if response is None:
-                    continue  # nothing streamed yet: answered with a status below
-                told_error = True
             if response is None:
                 response = _sse_response()
                 await response.prepare(request)
@@ -168,7 +163,7 @@ async def _relay_stream(
             await response.prepare(request)
         if failure is None:
             await response.write(b"data: [DONE]\n\n")
-        elif not told_error:
+        else:
             await response.write(_sse(None, dump_json(failure.body()).decode()))
         await response.write_eof()
     except ConnectionError:

@@ -187,11 +187,10 @@ class TurnRunner:
         room: Room, turn_id: TurnId, sse_events: list[SSEEvent], listener: TurnListener | None
     ) -> bool:
         """Feed decoded SSE events to the room; True once the turn has ended."""
-        if listener is not None:
-            for sse in sse_events:
-                listener.on_sse(sse)
-        # Everything one read brought goes out as one delta: see RoomState.feed_many.
-        events: list[SequencedEvent] = room.state.feed_many(turn_id, sse_events, time.time())
+        # Everything one read brought goes out as one delta: see RoomState.feed_many. The
+        # tap's caller is given the events the turn took, up to the one that ended it.
+        relay = listener.on_sse if listener is not None else None
+        events: list[SequencedEvent] = room.state.feed_many(turn_id, sse_events, time.time(), relay)
         if events:
             await room.hub.commit(room, events)
             if isinstance(events[-1], TurnEnd):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -234,7 +234,11 @@ class RoomState:
         return self.feed_many(turn_id, (sse,), now)
 
     def feed_many(
-        self, turn_id: TurnId, batch: Sequence[SSEEvent], now: float
+        self,
+        turn_id: TurnId,
+        batch: Sequence[SSEEvent],
+        now: float,
+        relay: Callable[[SSEEvent], object] | None = None,
     ) -> list[SequencedEvent]:
         """Apply SSE events that arrived together: their growth goes out as ONE delta.
 
@@ -243,6 +247,9 @@ class RoomState:
         chunk, so the rounds follow the server's pace, not the model's. Lossless: the delta
         carries every string that grew. An end (``[DONE]``, an error) comes after it, and
         events after an end change nothing.
+
+        ``relay`` (the tap's caller) is given each event the turn took and went on after: never
+        the one that ended it nor any after, so what the caller gets agrees with the room.
         """
         turn = self._streaming
         if turn is None or turn.id != turn_id:
@@ -253,6 +260,8 @@ class RoomState:
             ending = self._take(turn, sse, grown)
             if ending is not None:
                 break
+            if relay is not None:
+                relay(sse)
         out: list[SequencedEvent] = []
         if grown:
             delta = Delta(seq=self._next_seq(), turn=turn_id, choices=merge_choices(grown))

@@ -77,22 +77,6 @@ def parse_tap_request(
     return TapRequest(prompt, model, stream, wants_usage, upstream)
 
 
-def is_done(data: str) -> bool:
-    """True for the ``[DONE]`` sentinel that ends an OpenAI stream."""
-    return data.strip() == "[DONE]"
-
-
-def carries_error(data: str) -> bool:
-    """True when ``data`` is an ``{"error": ...}`` object: what the SDKs raise on mid-stream."""
-    if '"error"' not in data:
-        return False
-    try:
-        chunk = json.loads(data)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(chunk, dict) and bool(chunk.get("error"))
-
-
 @dataclass(frozen=True, slots=True)
 class TapFailure:
     """How the tap tells its caller that the turn did not complete."""

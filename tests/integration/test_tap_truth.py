@@ -4,6 +4,7 @@ bad input is refused before any upstream request, and the tap applies the prompt
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -183,6 +184,28 @@ async def test_done_without_a_finish_reason_is_not_passed_on(
         await sdk.close()
     assert "".join(pieces) == "Hello"
     await room_is_healthy(session, server, "done", upstream)
+    no_tracebacks(logs)
+
+
+async def test_nothing_after_an_in_stream_error_reaches_the_caller(
+    server: TestServer,
+    upstream: FakeUpstream,
+    session: aiohttp.ClientSession,
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    """Text, an in-stream error, then more text and [DONE]: the room's turn ends at the error,
+    and so does the caller's stream (its last data line is the error, nothing after it)."""
+    error = {"error": {"message": "overloaded", "type": "server_error"}}
+    upstream.always(Script(chunks=[chunk("Hel"), error, chunk("lo"), "data: [DONE]\n\n"]))
+    body = {"model": "m", "messages": MESSAGES, "stream": True}
+    status, content_type, raw = await raw_tap(session, server, "mid", body)
+    assert (status, content_type) == (200, "text/event-stream"), raw
+    data = [ln[5:].strip() for ln in raw.decode().splitlines() if ln.startswith("data:")]
+    assert [json.loads(d)["choices"][0]["delta"].get("content") for d in data[:-1]] == ["Hel"]
+    assert json.loads(data[-1])["error"]["code"] == "upstream_error"
+    assert "overloaded" in json.loads(data[-1])["error"]["message"]
+    assert b"[DONE]" not in raw
+    await room_is_healthy(session, server, "mid", upstream)
     no_tracebacks(logs)
 
 

@@ -289,3 +289,19 @@ def test_an_end_inside_a_batch_follows_its_delta_and_stops_it() -> None:
     failed = room2.feed_many(TurnId("t1"), [sse({"error": {"message": "x"}}), text("z")], 2.0)
     assert [type(e).__name__ for e in failed] == ["TurnEnd"]
     assert room2.feed_many(TurnId("t1"), [text("late")], 3.0) == []
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [DONE, sse({"error": {"message": "x"}}), sse({"choices": []}, event="error"), SSEEvent("{")],
+)
+def test_the_relay_gets_what_the_turn_took_up_to_its_end(ending: SSEEvent) -> None:
+    """The tap's relay is given each event before the end: never the end nor anything after."""
+    room = make_room()
+    start(room, "t1")
+    relayed: list[SSEEvent] = []
+    a, b = text("a"), text("b")
+    room.feed_many(TurnId("t1"), [a, b, ending, text("after")], 2.0, relayed.append)
+    assert relayed == [a, b]
+    room.feed_many(TurnId("t1"), [text("late")], 3.0, relayed.append)
+    assert relayed == [a, b]

@@ -10,9 +10,7 @@ import pytest
 from server.core.errors import ClientError
 from server.core.messages import ChoiceView, ErrorInfo, ToolCallView, TurnView
 from server.core.tap import (
-    carries_error,
     completion_object,
-    is_done,
     parse_tap_request,
     relay_data,
     tap_failure,
@@ -229,24 +227,6 @@ def test_the_tap_prompt_obeys_max_prompt_chars(content: Any, limit: int, code: s
         parse_tap_request(body, default_model="m", include_usage=True, max_prompt_chars=limit)
     assert caught.value.code == code
     assert caught.value.status == 413
-
-
-@pytest.mark.parametrize(
-    ("data", "done", "error"),
-    [
-        ("[DONE]", True, False),
-        (" [DONE]\n", True, False),
-        ('{"choices":[]}', False, False),
-        ('{"error":{"message":"boom"}}', False, True),
-        ('{"error":null,"choices":[]}', False, False),
-        ('["error"]', False, False),
-        ('{"error" broken', False, False),
-    ],
-)
-def test_done_and_error_lines(data: str, done: bool, error: bool) -> None:
-    """[DONE] is recognised; an error line is a JSON object with a truthy ``error``."""
-    assert is_done(data) is done
-    assert carries_error(data) is error
 
 
 def _ended(status: str, error: ErrorInfo | None = None) -> TurnView:
