@@ -82,6 +82,7 @@ bench: $(UV)
 	$(UV_SYNC) --extra test --extra bench
 	$(PY) -m bench.run $(ARGS)
 	$(PY) -m bench.scale_out $(SCALE_OUT_ARGS)
+	$(PY) -m bench.long_line
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from . import sections
 from .procs import ROOT
 from .scale_out_setups import BY_KEY
 from .scale_out_tables import deliveries_table, redis_table
@@ -234,13 +235,7 @@ subscriber count (the instances listening) over the turn; "copies" is counted fr
 
 def splice(document: str, block: str) -> str:
     """``document`` with its scale-out section replaced by ``block``, or ``block`` appended."""
-    start = document.find(BEGIN)
-    end = document.find(END, max(start, 0))
-    if start < 0 and end < 0:
-        return f"{document.rstrip()}\n\n{block}" if document.strip() else block
-    if start < 0 or end < 0:
-        raise ValueError(f"one scale-out marker without the other: {BEGIN} ... {END}")
-    return document[:start] + block + document[end + len(END) :].removeprefix("\n")
+    return sections.splice(document, block, BEGIN, END)
 
 
 def write(path: Path, saved: dict[str, Any]) -> None:
