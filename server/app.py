@@ -50,7 +50,7 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     quiet_parser_refusals()
     # Outermost first: errors become JSON; then the client's address, scheme and host as a
     # trusted proxy reports them; then the Host allowlist and the Origin check.
-    proxies = trusted_proxies(config.server.trusted_proxies)
+    proxies = trusted_proxies(config.server.trusted_proxies, config.server.proxy_header)
     app = web.Application(
         middlewares=[
             json_errors,

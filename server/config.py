@@ -44,6 +44,7 @@ class ServerConfig:
     allowed_origins: list[str] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)
     trusted_proxies: list[str] = field(default_factory=list)
+    proxy_header: str = "x-forwarded-for"
     log_level: str = "info"
     log_format: str = "text"
     heartbeat_seconds: float = 30.0
@@ -311,6 +312,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("limits.close_timeout_seconds: must be greater than 0")
     if config.server.sse_write_timeout_seconds <= 0:
         raise ConfigError("server.sse_write_timeout_seconds: must be greater than 0")
+    if config.server.proxy_header not in ("x-forwarded-for", "forwarded"):
+        raise ConfigError("server.proxy_header: expected x-forwarded-for or forwarded")
     for entry in config.server.trusted_proxies:
         try:
             ipaddress.ip_network(entry, strict=False)

@@ -340,10 +340,11 @@ class Hub:
         if room.lease_task is not None:
             room.lease_task.cancel()
             room.lease_task = None
-        if room.fence == fence:
-            # Storing a turn's end gives the lease up; still holding it here means the end
-            # was never stored (the runner failed past its own error handling). Never leave
-            # the room to it: give the lease back, reload, and end the turn from the broker.
+        if room.fence == fence and not room.pending:
+            # Storing a turn's end gives the lease up; still holding it here, with no write
+            # on its way (a cancel's turn.end may be), means the end was never stored (the
+            # runner failed past its own error handling). Never leave the room to it: give
+            # the lease back, reload, and end the turn from the broker.
             log.error("room %s: turn %s left unended by its runner", room.state.name, turn)
             self._abandon(room, fence, turn)
         self._maybe_unlisten(room)

@@ -1,11 +1,13 @@
 """Trusted reverse proxies (``server.trusted_proxies``): the client's address, scheme and host.
 
 Behind nginx or a load balancer every connection comes from the proxy. From a configured
-proxy only, the client's address is taken from ``X-Forwarded-For`` (aiohttp-remotes'
-``XForwardedFiltered``: the right-most address that is not itself a trusted proxy, with
-``X-Forwarded-Proto`` and ``-Host`` beside it) or, without it, from RFC 7239 ``Forwarded``
-(the same walk over the elements aiohttp parsed). From any other peer these headers change
-nothing: a client cannot give itself another address, scheme or host.
+proxy only, the client's address is taken from the one header the proxy writes
+(``server.proxy_header``): ``X-Forwarded-For`` (aiohttp-remotes' ``XForwardedFiltered``: the
+right-most address that is not itself a trusted proxy, with ``X-Forwarded-Proto`` and
+``-Host`` beside it) or RFC 7239 ``Forwarded`` (the same walk over the elements aiohttp
+parsed). The other header is ignored: a proxy passes on whatever the client sent in the header
+it does not write, so believing it would let the client pick its own address. From any other
+peer these headers change nothing: a client cannot give itself another address, scheme or host.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from aiohttp_remotes import XForwardedFiltered
 from .guards import Handler
 
 Network = IPv4Network | IPv6Network
+PROXY_HEADERS = ("x-forwarded-for", "forwarded")
+_X_FORWARDED = (hdrs.X_FORWARDED_FOR, hdrs.X_FORWARDED_PROTO, hdrs.X_FORWARDED_HOST)
 
 
 def _address(value: str | None) -> IPv4Address | IPv6Address | None:
@@ -62,20 +66,40 @@ def forwarded_client(
     return out
 
 
-def trusted_proxies(entries: Sequence[str]) -> Middleware | None:
-    """The middleware for ``server.trusted_proxies`` (None when the list is empty)."""
+def _joined(request: web.Request) -> web.Request:
+    """``request`` with each ``X-Forwarded-*`` header that came in several lines as one line.
+
+    Several lines of a list header are one comma-separated list (RFC 9110, 5.3): a proxy that
+    appends its own line instead of extending the client's is not at fault. aiohttp-remotes
+    refuses repeated lines and logs that at ERROR, which a client could then trigger at will.
+    """
+    headers = request.headers
+    if all(len(headers.getall(name, ())) < 2 for name in _X_FORWARDED):
+        return request
+    joined = headers.copy()
+    for name in _X_FORWARDED:
+        lines = headers.getall(name, ())
+        if len(lines) > 1:
+            joined[name] = ", ".join(lines)
+    return request.clone(headers=joined)
+
+
+def trusted_proxies(entries: Sequence[str], header: str = "x-forwarded-for") -> Middleware | None:
+    """The middleware for ``server.trusted_proxies`` (None when the list is empty), reading
+    ``header`` (``server.proxy_header``: ``x-forwarded-for`` or ``forwarded``) only."""
     if not entries:
         return None
     networks = [ip_network(entry, strict=False) for entry in entries]
     x_forwarded = XForwardedFiltered(set(networks))
+    rfc7239 = header == "forwarded"
 
     @web.middleware
     async def from_trusted_proxies(request: web.Request, handler: Handler) -> web.StreamResponse:
         peer = _address(request.remote)
         if peer is None or not any(peer in net for net in networks):
             return await handler(request)  # not a proxy of ours: its headers mean nothing
-        if hdrs.X_FORWARDED_FOR in request.headers:
-            return await x_forwarded.middleware(request, handler)
+        if not rfc7239:
+            return await x_forwarded.middleware(_joined(request), handler)
         overrides = forwarded_client(request.forwarded, networks)
         if overrides:
             request = request.clone(**overrides)  # type: ignore[arg-type]

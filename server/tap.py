@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Literal
 
 from aiohttp import web
@@ -111,7 +112,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     log.info("room %s: tap turn %s (stream=%s)", name, started.turn, tap.stream)
     try:
         if tap.stream:
-            return await _relay_stream(request, relay, room, started.turn, tap.wants_usage)
+            timeout = config.server.sse_write_timeout_seconds
+            return await _relay_stream(request, relay, room, started.turn, tap.wants_usage, timeout)
         return await _complete(relay, room, started.turn)
     finally:
         relay.closed = True
@@ -129,8 +131,29 @@ def _sse(event: str | None, data: str) -> bytes:
     return f"{head}{lines}\n".encode()
 
 
+async def _write(request: web.Request, write: Awaitable[None], timeout: float) -> None:
+    """Write to the caller; a caller whose socket takes nothing for ``timeout`` seconds
+    stopped reading: its connection is dropped (SSE streams get the same rule).
+
+    Raises:
+        ConnectionError: the caller went away or stopped reading.
+    """
+    try:
+        await asyncio.wait_for(write, timeout)
+    except TimeoutError:
+        log.info("a tap caller took nothing for %.1f s; dropping its stream", timeout)
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the tap caller stopped reading") from None
+
+
 async def _relay_stream(
-    request: web.Request, relay: TapRelay, room: Room, turn_id: TurnId, wants_usage: bool
+    request: web.Request,
+    relay: TapRelay,
+    room: Room,
+    turn_id: TurnId,
+    wants_usage: bool,
+    timeout: float,
 ) -> web.StreamResponse:
     """Relay the upstream's events; the status line waits for the first one to pass on.
 
@@ -154,7 +177,7 @@ async def _relay_stream(
             if response is None:
                 response = _sse_response()
                 await response.prepare(request)
-            await response.write(_sse(sse.event, data))
+            await _write(request, response.write(_sse(sse.event, data)), timeout)
         failure = tap_failure(room.state.turn_view(turn_id))
         if failure is not None and response is None:
             return _failure_response(failure)
@@ -162,12 +185,14 @@ async def _relay_stream(
             response = _sse_response()
             await response.prepare(request)
         if failure is None:
-            await response.write(b"data: [DONE]\n\n")
+            await _write(request, response.write(b"data: [DONE]\n\n"), timeout)
         else:
-            await response.write(_sse(None, dump_json(failure.body()).decode()))
-        await response.write_eof()
+            await _write(
+                request, response.write(_sse(None, dump_json(failure.body()).decode())), timeout
+            )
+        await _write(request, response.write_eof(), timeout)
     except ConnectionError:
-        log.info("tap caller went away; the room's turn goes on")
+        log.info("tap caller went away or stopped reading; the room's turn goes on")
     assert response is not None  # a connection error comes from prepare or a write
     return response
 

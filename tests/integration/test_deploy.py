@@ -7,12 +7,14 @@ Different source addresses in 127.0.0.0/8 stand in for different clients and for
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import LooseHeaders
 
 from server.auth import mint_token
 from server.keys import HUB
@@ -46,7 +48,7 @@ async def _post(
     session: aiohttp.ClientSession,
     server: TestServer,
     room: str,
-    headers: dict[str, str] | None = None,
+    headers: LooseHeaders | None = None,
     **body: Any,
 ) -> tuple[int, dict[str, Any]]:
     body.setdefault("content", "hi")
@@ -61,8 +63,8 @@ async def _post(
 async def test_only_a_trusted_proxy_sets_the_client_address(
     make_server: ServerFactory, from_address: Sessions
 ) -> None:
-    """Behind a trusted proxy each client has its own prompt budget (X-Forwarded-For and
-    Forwarded); a spoofed X-Forwarded-For from any other peer changes nothing."""
+    """Behind a trusted proxy each client has its own prompt budget (X-Forwarded-For); a
+    spoofed X-Forwarded-For from any other peer, or a Forwarded header, changes nothing."""
     server = await make_server(
         server__trusted_proxies=[PROXY], limits__prompt_burst=1, limits__prompts_per_minute=1
     )
@@ -76,13 +78,54 @@ async def test_only_a_trusted_proxy_sets_the_client_address(
     chain = {"X-Forwarded-For": "10.9.9.9, 203.0.113.7"}
     assert (await _post(proxy, server, "c1", chain))[0] == 202
     assert (await _post(proxy, server, "c2", {"X-Forwarded-For": "203.0.113.7"}))[0] == 429
-    forwarded = {"Forwarded": 'for="203.0.113.8:4711";proto=http'}
-    assert (await _post(proxy, server, "d1", forwarded))[0] == 202
-    assert (await _post(proxy, server, "d2", forwarded))[0] == 429
+    # The proxy writes X-Forwarded-For: a Forwarded header is the client's, and means nothing.
+    forwarded = {"Forwarded": "for=203.0.113.8", "X-Forwarded-For": "203.0.113.7"}
+    assert (await _post(proxy, server, "d1", forwarded))[0] == 429
     # Spoofing from a peer that is no trusted proxy: its budget stays its own address's.
     assert (await _post(direct, server, "e1", {"X-Forwarded-For": "198.51.100.1"}))[0] == 202
     assert (await _post(direct, server, "e2", {"X-Forwarded-For": "198.51.100.2"}))[0] == 429
     assert (await _post(direct, server, "e3", {"Forwarded": "for=198.51.100.3"}))[0] == 429
+
+
+async def test_a_proxy_that_writes_forwarded_is_read_from_forwarded_only(
+    make_server: ServerFactory, from_address: Sessions
+) -> None:
+    """With ``server.proxy_header = "forwarded"`` (a proxy writing RFC 7239 ``Forwarded``), the
+    client is the right-most untrusted ``for=``; the X-Forwarded-For the client sent itself
+    (the proxy passes it on) changes nothing."""
+    server = await make_server(
+        server__trusted_proxies=[PROXY],
+        server__proxy_header="forwarded",
+        limits__prompt_burst=1,
+        limits__prompts_per_minute=1,
+    )
+    proxy = from_address(PROXY)
+    carol = {"Forwarded": 'for="203.0.113.8:4711";proto=http'}
+    assert (await _post(proxy, server, "f1", carol))[0] == 202
+    assert (await _post(proxy, server, "f2", carol))[0] == 429
+    for i in range(3):  # carol again, each time with another X-Forwarded-For of her own
+        spoof = {**carol, "X-Forwarded-For": f"10.0.0.{i + 1}"}
+        assert (await _post(proxy, server, f"g{i}", spoof))[0] == 429
+    dave = {"Forwarded": "for=203.0.113.9, for=127.0.0.1"}  # a chain through a second proxy
+    assert (await _post(proxy, server, "h1", dave))[0] == 202
+
+
+async def test_repeated_x_forwarded_lines_are_one_list(
+    make_server: ServerFactory, from_address: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy that adds its own X-Forwarded-For line (HAProxy) instead of extending the
+    client's: the lines are one list (RFC 9110), the right-most untrusted address is the
+    client, and nothing is logged as an error."""
+    server = await make_server(
+        server__trusted_proxies=[PROXY], limits__prompt_burst=1, limits__prompts_per_minute=1
+    )
+    proxy = from_address(PROXY)
+    lines = [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.20")]
+    twice = [*lines, ("X-Forwarded-Proto", "http"), ("X-Forwarded-Proto", "http")]
+    assert (await _post(proxy, server, "r1", twice))[0] == 202
+    assert (await _post(proxy, server, "r2", {"X-Forwarded-For": "203.0.113.20"}))[0] == 429
+    assert (await _post(proxy, server, "r3", {"X-Forwarded-For": "198.51.100.1"}))[0] == 202
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_trusted_proxy_sets_scheme_and_host_and_others_cannot(

@@ -84,6 +84,7 @@ def test_environment_values_are_parsed_by_type(
         ("", {}, {"upstream.idle_timeout": 0.0}, "upstream.idle_timeout"),
         ("", {"FANOUT_SERVER_TRUSTED_PROXIES": "nginx"}, {}, "server.trusted_proxies"),
         ("", {"FANOUT_SERVER_ALLOWED_HOSTS": "a.example:443"}, {}, "server.allowed_hosts"),
+        ("", {"FANOUT_SERVER_PROXY_HEADER": "x-real-ip"}, {}, "server.proxy_header"),
         ("", {}, {"server.sse_write_timeout_seconds": 0.0}, "server.sse_write_timeout_seconds"),
         ("not toml = = =", {}, {}, "c.toml"),
     ],
