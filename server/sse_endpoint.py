@@ -151,7 +151,19 @@ async def _keep_alive(
     """Send a comment line every ``every`` seconds until the stream ends or the client goes
     away; a keep-alive that cannot be written in ``timeout`` seconds (its socket took nothing
     meanwhile) drops the stream: the client stopped reading."""
+    loop = asyncio.get_running_loop()
+    closing_since: float | None = None
     while not await sub.wait_ended(every or None):
+        if sub.closing:
+            # Its end is being written: no keep-alive after (or beside) it. An end that does
+            # not get out within the timeout means the reader stopped reading.
+            closing_since = closing_since or loop.time()
+            if loop.time() - closing_since >= timeout:
+                log.info("an SSE stream's end was not taken in %.1f s; dropping it", timeout)
+                if transport is not None:
+                    transport.abort()
+                return
+            continue
         try:
             if not await _written_within(response, transport, KEEPALIVE, timeout):
                 log.info("an SSE keep-alive was not taken in %.1f s; dropping the stream", timeout)
