@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import LooseHeaders
 
 from server.app import create_app
 from server.config import Secret, load_config
@@ -80,3 +81,39 @@ async def viewer(
 ) -> Viewer:
     """A connected viewer."""
     return await Viewer(session, ws_url(server, room)).connect(query)
+
+
+# --- clients from other loopback addresses (other clients, a proxy) ---------------------------
+
+PROXY = "127.0.0.9"  # the address a test's trusted reverse proxy connects from
+Sessions = Callable[[str], aiohttp.ClientSession]
+
+
+@pytest.fixture
+async def from_address() -> AsyncIterator[Sessions]:
+    """Client sessions whose connections come from a given loopback address."""
+    made: list[aiohttp.ClientSession] = []
+
+    def make(address: str) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(local_addr=(address, 0), force_close=True, limit=0)
+        s = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15))
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        await s.close()
+
+
+async def post_prompt(
+    session: aiohttp.ClientSession,
+    server: TestServer,
+    room: str,
+    headers: LooseHeaders | None = None,
+    **body: Any,
+) -> tuple[int, dict[str, Any]]:
+    """POST a prompt (``content`` "hi" unless given); its status and JSON body."""
+    body.setdefault("content", "hi")
+    url = server.make_url(f"/api/rooms/{room}/prompts")
+    async with session.post(url, json=body, headers=headers or {}) as resp:
+        return resp.status, await resp.json()

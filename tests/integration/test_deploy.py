@@ -8,54 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from aiohttp.typedefs import LooseHeaders
 
 from server.auth import mint_token
 from server.keys import HUB
 
-from .conftest import AUTH_SECRET, ServerFactory, ws_url
+from .conftest import AUTH_SECRET, PROXY, ServerFactory, Sessions, post_prompt, ws_url
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
-
-PROXY = "127.0.0.9"
-TIMEOUT = aiohttp.ClientTimeout(total=10)
-
-Sessions = Callable[[str], aiohttp.ClientSession]
-
-
-@pytest.fixture
-async def from_address() -> AsyncIterator[Sessions]:
-    """Client sessions whose connections come from a given loopback address."""
-    made: list[aiohttp.ClientSession] = []
-
-    def make(address: str) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(local_addr=(address, 0), force_close=True)
-        s = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        await s.close()
-
-
-async def _post(
-    session: aiohttp.ClientSession,
-    server: TestServer,
-    room: str,
-    headers: LooseHeaders | None = None,
-    **body: Any,
-) -> tuple[int, dict[str, Any]]:
-    body.setdefault("content", "hi")
-    url = server.make_url(f"/api/rooms/{room}/prompts")
-    async with session.post(url, json=body, headers=headers or {}) as resp:
-        return resp.status, await resp.json()
-
 
 # --- trusted proxies -------------------------------------------------------------------------
 
@@ -70,21 +32,21 @@ async def test_only_a_trusted_proxy_sets_the_client_address(
     )
     proxy, direct = from_address(PROXY), from_address("127.0.0.2")
     alice, bob = {"X-Forwarded-For": "203.0.113.5"}, {"X-Forwarded-For": "203.0.113.6"}
-    assert (await _post(proxy, server, "a1", alice))[0] == 202
-    status, body = await _post(proxy, server, "a2", alice)
+    assert (await post_prompt(proxy, server, "a1", alice))[0] == 202
+    status, body = await post_prompt(proxy, server, "a2", alice)
     assert (status, body["error"]["code"]) == (429, "rate_limited")
-    assert (await _post(proxy, server, "b1", bob))[0] == 202  # another client behind it
+    assert (await post_prompt(proxy, server, "b1", bob))[0] == 202  # another client behind it
     # A chain: the client's own header first, the proxy appends the address it saw.
     chain = {"X-Forwarded-For": "10.9.9.9, 203.0.113.7"}
-    assert (await _post(proxy, server, "c1", chain))[0] == 202
-    assert (await _post(proxy, server, "c2", {"X-Forwarded-For": "203.0.113.7"}))[0] == 429
+    assert (await post_prompt(proxy, server, "c1", chain))[0] == 202
+    assert (await post_prompt(proxy, server, "c2", {"X-Forwarded-For": "203.0.113.7"}))[0] == 429
     # The proxy writes X-Forwarded-For: a Forwarded header is the client's, and means nothing.
     forwarded = {"Forwarded": "for=203.0.113.8", "X-Forwarded-For": "203.0.113.7"}
-    assert (await _post(proxy, server, "d1", forwarded))[0] == 429
+    assert (await post_prompt(proxy, server, "d1", forwarded))[0] == 429
     # Spoofing from a peer that is no trusted proxy: its budget stays its own address's.
-    assert (await _post(direct, server, "e1", {"X-Forwarded-For": "198.51.100.1"}))[0] == 202
-    assert (await _post(direct, server, "e2", {"X-Forwarded-For": "198.51.100.2"}))[0] == 429
-    assert (await _post(direct, server, "e3", {"Forwarded": "for=198.51.100.3"}))[0] == 429
+    assert (await post_prompt(direct, server, "e1", {"X-Forwarded-For": "198.51.100.1"}))[0] == 202
+    assert (await post_prompt(direct, server, "e2", {"X-Forwarded-For": "198.51.100.2"}))[0] == 429
+    assert (await post_prompt(direct, server, "e3", {"Forwarded": "for=198.51.100.3"}))[0] == 429
 
 
 async def test_a_proxy_that_writes_forwarded_is_read_from_forwarded_only(
@@ -101,13 +63,13 @@ async def test_a_proxy_that_writes_forwarded_is_read_from_forwarded_only(
     )
     proxy = from_address(PROXY)
     carol = {"Forwarded": 'for="203.0.113.8:4711";proto=http'}
-    assert (await _post(proxy, server, "f1", carol))[0] == 202
-    assert (await _post(proxy, server, "f2", carol))[0] == 429
+    assert (await post_prompt(proxy, server, "f1", carol))[0] == 202
+    assert (await post_prompt(proxy, server, "f2", carol))[0] == 429
     for i in range(3):  # carol again, each time with another X-Forwarded-For of her own
         spoof = {**carol, "X-Forwarded-For": f"10.0.0.{i + 1}"}
-        assert (await _post(proxy, server, f"g{i}", spoof))[0] == 429
+        assert (await post_prompt(proxy, server, f"g{i}", spoof))[0] == 429
     dave = {"Forwarded": "for=203.0.113.9, for=127.0.0.1"}  # a chain through a second proxy
-    assert (await _post(proxy, server, "h1", dave))[0] == 202
+    assert (await post_prompt(proxy, server, "h1", dave))[0] == 202
 
 
 async def test_repeated_x_forwarded_lines_are_one_list(
@@ -122,9 +84,9 @@ async def test_repeated_x_forwarded_lines_are_one_list(
     proxy = from_address(PROXY)
     lines = [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.20")]
     twice = [*lines, ("X-Forwarded-Proto", "http"), ("X-Forwarded-Proto", "http")]
-    assert (await _post(proxy, server, "r1", twice))[0] == 202
-    assert (await _post(proxy, server, "r2", {"X-Forwarded-For": "203.0.113.20"}))[0] == 429
-    assert (await _post(proxy, server, "r3", {"X-Forwarded-For": "198.51.100.1"}))[0] == 202
+    assert (await post_prompt(proxy, server, "r1", twice))[0] == 202
+    assert (await post_prompt(proxy, server, "r2", {"X-Forwarded-For": "203.0.113.20"}))[0] == 429
+    assert (await post_prompt(proxy, server, "r3", {"X-Forwarded-For": "198.51.100.1"}))[0] == 202
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -142,11 +104,11 @@ async def test_a_trusted_proxy_sets_scheme_and_host_and_others_cannot(
         "X-Forwarded-Host": "chat.example.com",
         "Origin": "https://chat.example.com",
     }
-    assert (await _post(from_address(PROXY), server, "p", forwarded))[0] == 202
-    status, body = await _post(from_address("127.0.0.2"), server, "q", forwarded)
+    assert (await post_prompt(from_address(PROXY), server, "p", forwarded))[0] == 202
+    status, body = await post_prompt(from_address("127.0.0.2"), server, "q", forwarded)
     assert (status, body["error"]["code"]) == (403, "forbidden")  # own origin is http://127...
     sneaky = {"X-Forwarded-Host": "chat.example.com", "Host": "evil.example"}
-    status, body = await _post(from_address("127.0.0.2"), server, "r", sneaky)
+    status, body = await post_prompt(from_address("127.0.0.2"), server, "r", sneaky)
     assert (status, body["error"]["code"]) == (400, "bad_request")
 
 
@@ -181,7 +143,7 @@ async def test_dns_rebinding_is_refused_before_any_handler(
     and any path, and no upstream request is made; /healthz answers health checks anyway."""
     port = server.port
     evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
-    status, body = await _post(session, server, "r", evil)
+    status, body = await post_prompt(session, server, "r", evil)
     assert (status, body["error"]["code"]) == (400, "bad_request")
     tap = server.make_url("/v1/chat/completions")
     payload = '{"model":"m","messages":[{"role":"user","content":"spend the key"}]}'
@@ -209,16 +171,16 @@ async def test_origin_is_compared_with_the_allowlist_not_the_host(
     hosts = (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "chat.example.com")
     for i, host in enumerate(hosts):
         origin = f"http://{host}"
-        status, _ = await _post(session, server, f"ok{i}", {"Host": host, "Origin": origin})
+        status, _ = await post_prompt(session, server, f"ok{i}", {"Host": host, "Origin": origin})
         assert status == 202, host
     for host, origin in [
         (f"127.0.0.1:{port}", "http://evil.example"),
         (f"localhost:{port}", f"http://localhost:{port + 1}"),  # another local app
         ("chat.example.com", "https://chat.example.com"),  # the scheme differs
     ]:
-        status, body = await _post(session, server, "no", {"Host": host, "Origin": origin})
+        status, body = await post_prompt(session, server, "no", {"Host": host, "Origin": origin})
         assert (status, body["error"]["code"]) == (403, "forbidden"), (host, origin)
-    status, _ = await _post(session, server, "no", {"Host": "chat.example.com.evil.example"})
+    status, _ = await post_prompt(session, server, "no", {"Host": "chat.example.com.evil.example"})
     assert status == 400
 
 
@@ -250,11 +212,13 @@ async def test_concurrent_posts_with_one_id_get_one_turn_and_spend_nothing(
     """Ten concurrent POSTs with one id all get 202 and the same turn, even on a budget of
     one; replays later, on an empty budget, still get it; one upstream stream in all."""
     server = await make_server(limits__prompt_burst=1, limits__prompts_per_minute=1)
-    answers = await asyncio.gather(*(_post(session, server, "idem", id="same") for _ in range(10)))
+    answers = await asyncio.gather(
+        *(post_prompt(session, server, "idem", id="same") for _ in range(10))
+    )
     assert {status for status, _ in answers} == {202}
     assert len({body["turn"] for _, body in answers}) == 1
-    assert (await _post(session, server, "idem", id="same"))[0] == 202
-    status, body = await _post(session, server, "idem", id="other")
+    assert (await post_prompt(session, server, "idem", id="same"))[0] == 202
+    status, body = await post_prompt(session, server, "idem", id="other")
     assert (status, body["error"]["code"]) == (429, "rate_limited")
     assert len(upstream.requests) == 1
 
@@ -271,9 +235,9 @@ async def test_prompt_budgets_are_per_token_sub_in_token_mode(
         token = mint_token(AUTH_SECRET, "*", "publisher", 60, sub=sub)
         return {"Authorization": f"Bearer {token}"}
 
-    assert (await _post(session, server, "t1", bearer("ann")))[0] == 202
-    assert (await _post(session, server, "t2", bearer("ann")))[0] == 429
-    assert (await _post(session, server, "t3", bearer("ben")))[0] == 202
+    assert (await post_prompt(session, server, "t1", bearer("ann")))[0] == 202
+    assert (await post_prompt(session, server, "t2", bearer("ann")))[0] == 429
+    assert (await post_prompt(session, server, "t3", bearer("ben")))[0] == 202
 
 
 async def test_room_creation_is_budgeted_per_principal(
@@ -307,7 +271,7 @@ async def test_rooms_made_by_a_bare_get_are_forgotten_soon(
     server = await make_server(rooms__empty_forget_seconds=0.3)
     async with session.get(server.make_url("/api/rooms/bare")) as resp:
         assert resp.status == 200
-    status, _body = await _post(session, server, "used")
+    status, _body = await post_prompt(session, server, "used")
     assert status == 202
     hub = server.app[HUB]
     assert {"bare", "used"} <= set(hub.rooms)
@@ -355,8 +319,8 @@ async def test_a_long_answer_does_not_trip_the_budget_twice(
     did not (the budget of two allows exactly: start, busy, replay, replay)."""
     upstream.always(Script(chunks=text_stream(ANSWER), gap=1.0))
     server = await make_server(limits__prompt_burst=2, limits__prompts_per_minute=1)
-    assert (await _post(session, server, "long", id="x"))[0] == 202
-    assert (await _post(session, server, "long", id="y"))[0] == 409
-    assert (await _post(session, server, "long", id="x"))[0] == 202
-    assert (await _post(session, server, "long", id="x"))[0] == 202
-    assert (await _post(session, server, "long", id="z"))[0] == 429
+    assert (await post_prompt(session, server, "long", id="x"))[0] == 202
+    assert (await post_prompt(session, server, "long", id="y"))[0] == 409
+    assert (await post_prompt(session, server, "long", id="x"))[0] == 202
+    assert (await post_prompt(session, server, "long", id="x"))[0] == 202
+    assert (await post_prompt(session, server, "long", id="z"))[0] == 429

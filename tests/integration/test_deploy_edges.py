@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from types import CoroutineType
 from typing import Any, cast
@@ -30,30 +30,20 @@ from server.auth import mint_token
 from server.core.types import RoomName
 from server.keys import CONFIG, HUB
 
-from .conftest import API_KEY, AUTH_SECRET, ServerFactory, viewer, ws_url
+from .conftest import (
+    API_KEY,
+    AUTH_SECRET,
+    PROXY,
+    ServerFactory,
+    Sessions,
+    post_prompt,
+    viewer,
+    ws_url,
+)
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
 
 ROOT = Path(__file__).resolve().parents[2]
-PROXY = "127.0.0.9"
 TIMEOUT = aiohttp.ClientTimeout(total=15)
-
-Sessions = Callable[[str], aiohttp.ClientSession]
-
-
-@pytest.fixture
-async def from_address() -> AsyncIterator[Sessions]:
-    """Client sessions whose connections come from a given loopback address."""
-    made: list[aiohttp.ClientSession] = []
-
-    def make(address: str) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(local_addr=(address, 0), force_close=True, limit=0)
-        s = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        await s.close()
 
 
 def _sse_url(server: TestServer, room: str) -> str:
@@ -63,19 +53,6 @@ def _sse_url(server: TestServer, room: str) -> str:
 def _bearer(sub: str, room: str = "*", role: str = "publisher") -> dict[str, str]:
     token = mint_token(AUTH_SECRET, room, role, 600, sub=sub)  # type: ignore[arg-type]
     return {"Authorization": f"Bearer {token}"}
-
-
-async def _post(
-    session: aiohttp.ClientSession,
-    server: TestServer,
-    room: str,
-    headers: dict[str, str] | None = None,
-    **body: Any,
-) -> tuple[int, dict[str, Any]]:
-    body.setdefault("content", "hi")
-    url = server.make_url(f"/api/rooms/{room}/prompts")
-    async with session.post(url, json=body, headers=headers or {}) as resp:
-        return resp.status, await resp.json()
 
 
 async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -122,20 +99,20 @@ async def test_replays_never_spend_the_prompt_budget(
     a fresh prompt still gets 202 (the replays spent nothing), and the next is 429."""
     server = await make_server(limits__prompt_burst=2, limits__prompts_per_minute=1)
     watcher = await viewer(session, server, "never")
-    status, first = await _post(session, server, "never", id="x")
+    status, first = await post_prompt(session, server, "never", id="x")
     assert status == 202
     await watcher.wait_turn_end(first["turn"])
     for _ in range(5):
-        status, body = await _post(session, server, "never", id="x")
+        status, body = await post_prompt(session, server, "never", id="x")
         assert (status, body["turn"]) == (202, first["turn"])
         await watcher.send({"type": "prompt", "content": "hi", "id": "x"})
     await watcher.send({"type": "cancel", "turn": "no-such-turn", "id": "probe"})
     await watcher.wait(lambda v: any(e["ref"] == "probe" for e in v.errors))
     assert [e["ref"] for e in watcher.errors] == ["probe"]  # no error for any replay
-    status, second = await _post(session, server, "never", id="y")
+    status, second = await post_prompt(session, server, "never", id="y")
     assert status == 202, second
     await watcher.wait_turn_end(second["turn"])
-    status, body = await _post(session, server, "never", id="z")
+    status, body = await post_prompt(session, server, "never", id="z")
     assert (status, body["error"]["code"]) == (429, "rate_limited")
     assert len(upstream.requests) == 2
     await watcher.close()
@@ -158,9 +135,9 @@ async def test_with_no_trusted_proxies_forwarded_headers_change_nothing(
     )
     assert server.app[CONFIG].server.trusted_proxies == []
     client = from_address("127.0.0.2")
-    assert (await _post(client, server, "a", {"X-Forwarded-For": "198.51.100.1"}))[0] == 202
+    assert (await post_prompt(client, server, "a", {"X-Forwarded-For": "198.51.100.1"}))[0] == 202
     for spoof in ({"X-Forwarded-For": "198.51.100.2"}, {"Forwarded": "for=198.51.100.3"}):
-        status, body = await _post(client, server, "b", spoof)
+        status, body = await post_prompt(client, server, "b", spoof)
         assert (status, body["error"]["code"]) == (429, "rate_limited"), spoof
     one = await client.ws_connect(ws_url(server, "c"), headers={"X-Forwarded-For": "192.0.2.1"})
     assert (await one.receive_json(timeout=5))["type"] == "welcome"
@@ -178,16 +155,16 @@ async def test_with_no_trusted_proxies_forwarded_headers_change_nothing(
     port = server.port
     own = {"Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}"}
     fake = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
-    assert (await _post(other, server, "d", {**own, **fake}))[0] == 202
+    assert (await post_prompt(other, server, "d", {**own, **fake}))[0] == 202
     # ...and they cannot make a foreign Host or Origin pass.
     forged = {
         "X-Forwarded-Host": "chat.example.com",
         "X-Forwarded-Proto": "https",
         "Origin": "https://chat.example.com",
     }
-    status, body = await _post(from_address("127.0.0.4"), server, "e", forged)
+    status, body = await post_prompt(from_address("127.0.0.4"), server, "e", forged)
     assert (status, body["error"]["code"]) == (403, "forbidden")
-    status, body = await _post(
+    status, body = await post_prompt(
         from_address("127.0.0.5"), server, "f", {"Host": "evil.example", **forged}
     )
     assert (status, body["error"]["code"]) == (400, "bad_request")
@@ -335,7 +312,7 @@ async def test_a_stalled_sse_reader_is_dropped_after_close_timeout_not_before(
         limits__close_timeout_seconds=close_timeout,
     )
     upstream.always(Script(chunks=text_stream(PIECES), gap=0, split=False))
-    status, _body = await _post(session, server, "stall")
+    status, _body = await post_prompt(session, server, "stall")
     assert status == 202
     hub = server.app[HUB]
     await _until(lambda: hub.rooms[RoomName("stall")].state.streaming_turn is None)
