@@ -70,12 +70,12 @@ test: $(UV) $(NODE_STAMP) sysdeps
 	$(PY) -m pytest --cov=server --cov-branch --cov-report=term -q $(ARGS)
 	$(PY) -m coverage report --include='server/core/*' --fail-under=100 --show-missing
 
-## check: ruff (lint + format) and mypy --strict
+## check: ruff (lint + format) and mypy --strict (server and tests, files from pyproject.toml)
 check: $(UV)
 	$(UV_SYNC) --inexact --extra test
 	$(VENV)/bin/ruff check server tests bench
 	$(VENV)/bin/ruff format --check server tests bench
-	$(VENV)/bin/mypy server
+	$(VENV)/bin/mypy
 
 ## bench: run the benchmarks (the bench extra) and rewrite docs/benchmarks.md
 bench: $(UV)

@@ -83,7 +83,8 @@ async def test_eventsource_resumes_after_the_server_cuts_the_stream(
         await page.wait_for_function(
             "window.log.filter((e) => e.type === 'delta').length >= 5", timeout=10_000
         )
-        for sub in tuple(server.app[SSE_STREAMS]):
+        streams = server.app[SSE_STREAMS]
+        for sub in tuple(streams):
             sub.close(1011, "cut by the test")
         await page.wait_for_function("window.opens >= 2", timeout=15_000)
         await page.wait_for_function(

@@ -117,7 +117,7 @@ async def test_pages_have_a_strict_csp_and_no_inline_code(
         tags = _Tags()
         tags.feed(await resp.text())
     assert tags.scripts
-    assert all(s.get("src", "").startswith("/static/") for s in tags.scripts)
+    assert all((s.get("src") or "").startswith("/static/") for s in tags.scripts)
     assert all(s.get("type") == "module" for s in tags.scripts)
     assert tags.inline_styles == 0
     for directive in ("script-src 'self'", "style-src 'self'", "object-src 'none'"):

@@ -93,7 +93,8 @@ async def test_server_closing_the_socket_mid_stream_resumes(
     await page.prompt("Count")
     await expect(page.answer()).to_contain_text("word3")
     upstream.release.clear()
-    sockets = tuple(server.app[SOCKETS])
+    open_sockets = server.app[SOCKETS]
+    sockets = tuple(open_sockets)
     assert len(sockets) == 1
     for ws in sockets:
         await ws.close(code=code, message=b"test cut")

@@ -259,6 +259,7 @@ async def test_a_bare_get_room_is_forgotten_within_a_minute_by_default(
     sweepers = [t for t in asyncio.all_tasks() if t.get_name() == "room-sweeper"]
     assert len(sweepers) == 1
     coro = cast("CoroutineType[Any, Any, None]", sweepers[0].get_coro())
+    assert coro.cr_frame is not None  # a suspended coroutine still has its frame
     every = coro.cr_frame.f_locals["every"]  # the period it sleeps between looks
     assert 0 < empty <= 60
     assert empty + every <= 60, (empty, every)

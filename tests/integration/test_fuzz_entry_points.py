@@ -12,6 +12,7 @@ private event loop, and an inner ``@given`` function drives one example on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -251,7 +252,7 @@ def test_resume_query_strings() -> None:
     with Rig("query") as rig:
         pool = [rig.new_room() for _ in range(4)]
         for room in pool:  # each gets a history, so epoch/since can point into it
-            rig.example(lambda room=room: rig.healthy(room))
+            rig.example(functools.partial(rig.healthy, room))
 
         @fuzz
         @given(query=resume_queries(), endpoint=st.sampled_from(["ws", "events"]), pick=st.data())
@@ -458,6 +459,7 @@ async def _frames_until_turn_end(frames: AsyncIterator[str]) -> dict[str, Any]:
     turn = None
     async for text in frames:
         frame = _strict_json(text)
+        assert isinstance(frame, dict), frame
         bad = [s for s in _strings(frame) if has_surrogate(s)]
         assert not bad, f"a lone surrogate reached a viewer: {frame}"
         if frame.get("type") == "turn.start" and turn is None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -213,7 +214,7 @@ async def test_a_remote_target_exits_2_without_connecting(
     def no_session(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a connection was attempted")
 
-    monkeypatch.setattr(loadtest.aiohttp, "ClientSession", no_session)
+    monkeypatch.setattr(aiohttp, "ClientSession", no_session)
     result, _, err = await _run(url="http://example.com")
     assert result.exit_code == 2
     assert result.report is None

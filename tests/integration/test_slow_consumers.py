@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from server.core.types import RoomName
 from server.keys import HUB
 from server.subscriber import SLOW_CONSUMER, Subscriber
 
@@ -31,7 +32,7 @@ SLOW_SERVER = {
 
 
 def _subscribers(server: TestServer, room: str) -> set[Subscriber]:
-    return server.app[HUB].rooms[room].subscribers  # type: ignore[no-any-return]
+    return server.app[HUB].rooms[RoomName(room)].subscribers
 
 
 async def _until(predicate: Any, timeout: float = 10.0) -> None:

@@ -91,6 +91,7 @@ async def test_cancel_while_the_runner_is_between_chunks_is_not_an_internal_erro
         if r.levelno >= logging.ERROR and r.name.startswith("server")
     ]
     await v.close()
+    assert end.end is not None
     assert end.end["status"] == "cancelled", end.end
     assert errors == []
     await assert_room_healthy(session, slow_server, "race", upstream)
@@ -179,6 +180,7 @@ async def test_a_repeated_forwarded_header_is_not_an_error_log(
         "Connection: close\r\n\r\n"
     ).encode()
     with caplog.at_level(logging.INFO):
+        assert server.port is not None
         status_line = await _raw_request(server.port, head)
     assert status_line.startswith(b"HTTP/1.1 200"), status_line
     errors = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.ERROR]

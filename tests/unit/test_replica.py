@@ -87,7 +87,7 @@ def without_end_times(snapshot: Snapshot) -> list[Any]:
 def test_events_survive_the_wire() -> None:
     """Every sequenced event decodes to what was encoded."""
     _, events = producer()
-    odd = [
+    odd: list[SequencedEvent] = [
         Delta(seq=9, turn="t", choices=(ChoiceDelta(0, content="a"),), first_seq=7),
         TurnEnd(9, "t", "failed", (ChoiceEnd(0, None),), None, ErrorInfo("x", "y", True, 500)),
         TurnEnd(9, "t", "completed", (), {"total_tokens": 1}, None),

@@ -20,6 +20,7 @@ from server.core.room import (
     EVENT_OVERHEAD,
     RoomLimits,
     StoredRoom,
+    TurnKind,
     event_size,
     text_size,
     turn_size,
@@ -127,7 +128,9 @@ def test_restore_applies_the_byte_budget_to_stored_turns() -> None:
     source = make_room()
     for i, size in enumerate((KB, KB, 2 * KB)):
         run_turn(source, f"t{i}", "q" * size)
-    views = tuple((t, "room") for t in source.snapshot().turns)
+    views: tuple[tuple[TurnView, TurnKind], ...] = tuple(
+        (t, "room") for t in source.snapshot().turns
+    )
     stored = StoredRoom(seq=source.seq, turn_count=3, ended=views, events=(), now=0.0)
     restored = type(source).restore(source.name, "e1", stored, RoomLimits(max_bytes=3 * KB))
     assert [t.id for t in restored.snapshot().turns] == ["t2"]
