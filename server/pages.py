@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,15 @@ EVERY_RESPONSE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
+# The icon is served from memory, never as a file. A browser fetches it in the background,
+# often while the page (or the server) is going away, and aiohttp's FileResponse opens the file
+# in an executor job that a cancelled prepare() does not wait for: the file it opened is never
+# closed and the garbage collector reports it (ResourceWarning).
+FAVICON_PATH = "/static/favicon.svg"
+FAVICON = (WEB_DIR / "static" / "favicon.svg").read_bytes()
+FAVICON_ETAG = hashlib.sha256(FAVICON).hexdigest()[:16]
+FAVICON_HEADERS = {"Cache-Control": "public, max-age=86400", "ETag": f'"{FAVICON_ETAG}"'}
+
 routes = web.RouteTableDef()
 
 
@@ -52,7 +62,7 @@ def setup_pages(app: web.Application) -> None:
         loader=jinja2.FileSystemLoader(str(WEB_DIR / "templates")),
         autoescape=jinja2.select_autoescape(default=True),
     )
-    app.router.add_routes(routes)
+    app.router.add_routes(routes)  # before the static files: the favicon's route comes first
     app.router.add_static("/static/", WEB_DIR / "static", follow_symlinks=False)
     app.on_response_prepare.append(security_headers)
 
@@ -70,6 +80,15 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     if response.content_type == "text/html":
         for name, value in PAGE_HEADERS.items():
             response.headers.setdefault(name, value)
+
+
+@routes.get(FAVICON_PATH)
+async def favicon(request: web.Request) -> web.Response:
+    """The site icon (SVG) from memory, cacheable for a day; 304 when the ETag matches."""
+    tags = request.if_none_match
+    if tags is not None and any(tag.value == FAVICON_ETAG for tag in tags):
+        return web.Response(status=304, headers=FAVICON_HEADERS)
+    return web.Response(body=FAVICON, content_type="image/svg+xml", headers=FAVICON_HEADERS)
 
 
 def _error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:

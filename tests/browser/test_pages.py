@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import WebSocketRoute, expect
 
-from server.pages import CONTENT_SECURITY_POLICY
+from server.pages import CONTENT_SECURITY_POLICY, FAVICON_PATH, WEB_DIR
 from tests.integration.fake_upstream import ANSWER, FakeUpstream, Script, text_stream
 
 from .conftest import OpenRoom
@@ -141,6 +141,25 @@ async def test_static_modules_and_the_api_are_served_with_the_right_types(
         assert resp.content_type == "application/json"
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         assert "Content-Security-Policy" not in resp.headers
+
+
+async def test_the_favicon_is_served_from_memory_with_its_type_and_cache_headers(
+    server: TestServer, session: aiohttp.ClientSession
+) -> None:
+    """The icon is the file's bytes as image/svg+xml, cacheable, and 304 for its own ETag."""
+    url = server.make_url(FAVICON_PATH)
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "image/svg+xml"
+        assert await resp.read() == (WEB_DIR / "static" / "favicon.svg").read_bytes()
+        assert resp.headers["Cache-Control"] == "public, max-age=86400"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        etag = resp.headers["ETag"]
+    async with session.get(url, headers={"If-None-Match": etag}) as resp:
+        assert resp.status == 304
+        assert await resp.read() == b""
+    async with session.get(url, headers={"If-None-Match": '"other"'}) as resp:
+        assert resp.status == 200
 
 
 async def test_room_names_are_checked_and_the_form_works_without_javascript(
