@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from server.core.codec import encode
@@ -214,14 +217,30 @@ def test_deeply_nested_chunk_fails_the_turn() -> None:
     ]
 
 
+def _strict_loads(data: bytes) -> Any:
+    """Parse JSON, refusing NaN, Infinity and -Infinity (which json.loads accepts by default)."""
+
+    def refuse(token: str) -> Any:
+        raise AssertionError(f"not JSON: {token}")
+
+    return json.loads(data, parse_constant=refuse)
+
+
 def test_non_finite_usage_still_encodes() -> None:
-    """A chunk whose usage holds NaN (not JSON) cannot make turn.end or snapshots unencodable."""
+    """Non-finite usage numbers are dropped: turn.end and the snapshot are strict JSON."""
     room = make_room()
     start(room, "t1")
-    events = feed(room, "t1", SSEEvent('{"choices":[],"usage":{"total_tokens":NaN}}'), DONE)
-    for event in events:
-        encode(event)
-    encode(room.snapshot())
+    usage = (
+        '{"prompt_tokens":NaN,"completion_tokens":Infinity,"cached":-Infinity,"big":1e999,'
+        '"total_tokens":3}'
+    )
+    events = feed(room, "t1", SSEEvent(f'{{"choices":[],"usage":{usage}}}'), DONE)
+    end = _strict_loads(encode(events[-1]))
+    assert end["type"] == "turn.end"
+    assert end["usage"] == {"total_tokens": 3}
+    snapshot = _strict_loads(encode(room.snapshot()))
+    assert [t["usage"] for t in snapshot["turns"]] == [{"total_tokens": 3}]
+    assert room.upstream_repairs(TurnId("t1")) == 4
 
 
 @pytest.mark.parametrize(
