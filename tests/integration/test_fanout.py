@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestServer
 
 from .conftest import viewer
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
+from .viewer import delta_text, sequenced
 
 FULL = "".join(ANSWER)
 
@@ -24,16 +25,23 @@ async def test_two_viewers_late_joiner_and_resumer_rebuild_the_same_text(
     await a.send({"type": "prompt", "content": "Say hello", "id": "p-1"})
     await a.wait(lambda v: any(f["type"] == "delta" for f in v.frames))
     await resumer.close()
+    left_at, seen = resumer.seq, len(resumer.frames)
     late = await viewer(session, server, "demo")
-    await asyncio.sleep(0.05)  # let deltas pass while the resumer is away
+    await a.wait(lambda v: v.seq > left_at)  # deltas went by while the resumer was away
     await resumer.resume()
     for v in (a, b, late, resumer):
         turn = await v.wait_turn_end()
         assert turn.text() == FULL
         assert turn.status == "completed"
         assert v.problems == []
-    welcome = [f for f in resumer.frames if f["type"] == "welcome"][-1]
+    welcome, *replayed = resumer.frames[seen:]
+    assert welcome["type"] == "welcome"
     assert welcome["recovered"] is True
+    assert all(f["type"] != "snapshot" for f in replayed)
+    # Exactly what was missed: from the seq after the one it left at, the text a saw since.
+    stream = sequenced(replayed, 0)
+    assert stream[0].get("first_seq", stream[0]["seq"]) == left_at + 1
+    assert delta_text(stream) == delta_text(sequenced(a.frames, left_at))
     assert len(upstream.requests) == 1
     for v in (a, b, late, resumer):
         await v.close()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from aiohttp.test_utils import TestServer
 
 from .conftest import ServerFactory, viewer
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
 from .sse_viewer import SSEViewer
+from .viewer import delta_text, sequenced
 
 FULL = "".join(ANSWER)
 
@@ -49,21 +48,29 @@ async def test_sse_viewer_rebuilds_what_a_websocket_viewer_rebuilds(
 async def test_sse_resume_after_a_cut_has_no_gap_or_duplicate(
     server: TestServer, upstream: FakeUpstream, session: aiohttp.ClientSession
 ) -> None:
-    """Cut mid-stream, reconnect with Last-Event-ID: recovered, exact text, nothing twice."""
+    """Cut mid-stream, reconnect with Last-Event-ID: recovered, exactly what it missed."""
     upstream.always(Script(chunks=text_stream(ANSWER * 3), gap=0.03))
     sse = await SSEViewer(session, sse_url(server, "cut")).connect()
+    witness = await SSEViewer(session, sse_url(server, "cut")).connect()
     resp = await session.post(server.make_url("/api/rooms/cut/prompts"), json={"content": "x"})
     assert resp.status == 202
     await sse.wait(lambda v: sum(f["type"] == "delta" for f in v.frames) >= 3)
     await sse.close()
-    await asyncio.sleep(0.1)  # deltas go by while it is away
+    left_at, seen = sse.seq, len(sse.frames)
+    assert sse.last_event_id == f"{sse.epoch}:{left_at}"
+    await witness.wait(lambda v: v.seq > left_at)  # deltas went by while it was away
     await sse.resume()
-    turn = await sse.wait_turn_end()
-    assert turn.text() == "".join(ANSWER * 3)
-    assert sse.problems == []
+    for v in (sse, witness):
+        turn = await v.wait_turn_end()
+        assert turn.text() == "".join(ANSWER * 3)
+        assert v.problems == []
     welcomes = [f for f in sse.frames if f["type"] == "welcome"]
     assert [w["recovered"] for w in welcomes] == [False, True]
-    await sse.close()
+    replayed = sequenced(sse.frames[seen:], 0)
+    assert replayed[0].get("first_seq", replayed[0]["seq"]) == left_at + 1
+    assert delta_text(replayed) == delta_text(sequenced(witness.frames, left_at))
+    for v in (sse, witness):
+        await v.close()
 
 
 async def test_last_event_id_query_parameter_and_stale_ids(

@@ -144,3 +144,18 @@ class Viewer:
                 turn.end = frame
         elif kind == "error":
             self.errors.append(frame)
+
+
+SEQUENCED = ("turn.start", "delta", "turn.end")
+
+
+def sequenced(frames: list[dict[str, Any]], after: int) -> list[dict[str, Any]]:
+    """The turn.start, delta and turn.end frames among ``frames`` whose seq is past ``after``."""
+    return [f for f in frames if f["type"] in SEQUENCED and f["seq"] > after]
+
+
+def delta_text(frames: list[dict[str, Any]]) -> str:
+    """The content the delta frames among ``frames`` carry, choice by choice, in order."""
+    return "".join(
+        c.get("content", "") for f in frames if f["type"] == "delta" for c in f["choices"]
+    )
