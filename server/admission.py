@@ -1,5 +1,7 @@
-"""Budgets at the door: prompts and new rooms per principal (PROTOCOL.md, "Defaults and
-details"), shared by the WebSocket, SSE, the HTTP API and the tap.
+"""Budgets at the door.
+
+Prompts and new rooms per principal (PROTOCOL.md, "Defaults and details"), shared by the WebSocket,
+SSE, the HTTP API and the tap.
 
 A prompt whose ``id`` the room already knows is answered before any budget and never counts
 against it, also when several arrive at once: the first one goes through, the others wait for
@@ -65,8 +67,9 @@ class PromptAdmission:
 
 
 def enter_room(hub: Hub, rooms: Budget, name: RoomName, principal: str) -> None:
-    """Spend the room-creation budget when ``name`` would be a new room here; refuse early
-    when the room limit is reached.
+    """Spend the room-creation budget when ``name`` would be a new room here.
+
+    Refuse early when the room limit is reached.
 
     Raises:
         ClientError: ``rate_limited`` past the budget; ``unavailable`` at the room limit.

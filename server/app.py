@@ -181,8 +181,10 @@ async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _shutdown(app: web.Application) -> None:
-    """Graceful shutdown (SIGTERM), after the listening socket closed: end streaming turns
-    for their viewers, then close every connection with 1001 after what is queued.
+    """Graceful shutdown (SIGTERM), after the listening socket closed.
+
+    End streaming turns for their viewers, then close every connection with 1001 after what is
+    queued.
 
     aiohttp then waits up to ``server.shutdown_grace_seconds`` for the handlers to finish.
     """

@@ -1,6 +1,7 @@
-"""Configuration: config.toml defaults, ``FANOUT_<SECTION>_<KEY>`` environment overrides,
-CLI flags over both. Unknown keys are errors that name them; secrets come only from the
-environment.
+"""Configuration.
+
+Config.toml defaults, ``FANOUT_<SECTION>_<KEY>`` environment overrides, CLI flags over both. Unknown
+keys are errors that name them; secrets come only from the environment.
 """
 
 from __future__ import annotations

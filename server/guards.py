@@ -1,5 +1,7 @@
-"""Request guards: the Host allowlist and the Origin check (one middleware), tokens, the
-budgets per principal and connections per client.
+"""Request guards.
+
+The Host allowlist and the Origin check (one middleware), tokens, the budgets per principal and
+connections per client.
 
 Every check raises ClientError, which the edge turns into the HTTP error, error frame or
 close code of PROTOCOL.md.
@@ -36,14 +38,18 @@ def client_address(request: web.Request) -> str:
 
 
 def host_allowlist(config: Config) -> HostAllowlist:
-    """The names this server answers to: its listen address, loopback names, and
-    ``server.allowed_hosts``."""
+    """The names this server answers to.
+
+    Its listen address, loopback names, and ``server.allowed_hosts``.
+    """
     return HostAllowlist([config.server.host, *config.server.allowed_hosts])
 
 
 def check_origin(request: web.Request, hosts: HostAllowlist, allowed: list[str]) -> None:
-    """A browser's Origin must be the server's own (built from the allowlist, with the
-    request's scheme and port) or one of ``server.allowed_origins``.
+    """Whether a browser's Origin is the server's own or an allowed one.
+
+    A browser's Origin must be the server's own (built from the allowlist, with the request's scheme
+    and port) or one of ``server.allowed_origins``.
 
     Raises:
         ClientError: ``forbidden`` (cross-site WebSocket hijacking, DNS rebinding).
@@ -56,8 +62,10 @@ def check_origin(request: web.Request, hosts: HostAllowlist, allowed: list[str])
 
 
 def host_and_origin(config: Config) -> Middleware:
-    """The middleware that refuses another Host (400) and a foreign Origin (403) before any
-    handler: PROTOCOL.md's closing of DNS rebinding and cross-site requests."""
+    """The middleware that refuses another Host (400) and a foreign Origin (403) before any handler.
+
+    PROTOCOL.md's closing of DNS rebinding and cross-site requests.
+    """
     hosts = host_allowlist(config)
     allowed = config.server.allowed_origins
 

@@ -24,8 +24,10 @@ MAX_BODY_BYTES = 1 << 20
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """200 while the process serves and its broker answers; 503 when the broker does not
-    (rooms already loaded still stream, but new ones cannot open here)."""
+    """200 while the process serves and its broker answers.
+
+    503 when the broker does not (rooms already loaded still stream, but new ones cannot open here).
+    """
     if await request.app[HUB].broker.reachable():
         return web.json_response({"status": "ok"})
     return web.json_response({"status": "degraded", "broker": "unreachable"}, status=503)
@@ -68,8 +70,10 @@ async def room_snapshot(request: web.Request) -> web.Response:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's whole body as a JSON object, at most 1 MiB of UTF-8, every string in it
-    valid text and every number finite.
+    """The request's whole body as a checked JSON object.
+
+    The request's whole body as a JSON object, at most 1 MiB of UTF-8, every string in it valid text
+    and every number finite.
 
     The body is read to its end however it arrives (in several writes, chunked): one read of
     the stream would return only what happens to be buffered.

@@ -350,8 +350,11 @@ class Hub:
         self._maybe_unlisten(room)
 
     def _abandon(self, room: Room, fence: int, turn: TurnId) -> None:
-        """Stop producing ``turn`` here: give the lease back, reload the room from the
-        broker, and end the turn there (truncated) if the broker has it streaming."""
+        """Stop producing ``turn`` here.
+
+        Give the lease back, reload the room from the broker, and end the turn there (truncated) if
+        the broker has it streaming.
+        """
         if room.fence == fence:
             room.fence = 0
         room.reload = True
@@ -415,8 +418,10 @@ class Hub:
                 log.info("upkeep: broker unavailable: %s", exc)
 
     async def upkeep(self) -> None:
-        """Refresh this instance's viewer counts; notice a wiped broker; end turns whose
-        producer went silent."""
+        """Refresh this instance's viewer counts.
+
+        Notice a wiped broker; end turns whose producer went silent.
+        """
         now = time.monotonic()
         for room in tuple(self.rooms.values()):
             if not (room.listening and room.loaded):
@@ -434,9 +439,11 @@ class Hub:
     def forget_idle(
         self, now: float, idle_seconds: float, empty_seconds: float | None = None
     ) -> int:
-        """Forget rooms with no viewer and no turn for ``idle_seconds`` (``empty_seconds``
-        for a room nothing ever happened in: seq 0, such as one a bare GET made); returns
-        how many."""
+        """Forget rooms with no viewer and no turn for a while; returns how many.
+
+        Forget rooms with no viewer and no turn for ``idle_seconds`` (``empty_seconds`` for a room
+        nothing ever happened in: seq 0, such as one a bare GET made); returns how many.
+        """
         stale = [
             name
             for name, room in self.rooms.items()

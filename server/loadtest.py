@@ -347,7 +347,7 @@ async def run_loadtest(
         "started_at": started_at,
         "wall_seconds": end - start,
         "client_cpu_seconds": _cpu_seconds() - cpu,
-        "latency": latency_stats(run.subs, run.rooms),
+        "latency": latency_stats(run.subs),
         "counts": counts(run.subs, start, end),
         "timeline": timeline(run.subs, start, end),
         "prompt_offsets": sorted(t - start for r in run.rooms for t in r.posted.values()),

@@ -1,5 +1,7 @@
-"""The load tester's client-side rules: rebuild a room's turns from frames, as any client of
-PROTOCOL.md must, and check them against the room's snapshot.
+"""The load tester's client-side rules.
+
+Rebuild a room's turns from frames, as any client of PROTOCOL.md must, and check them against the
+room's snapshot.
 
 Texts are kept as running digests (with their lengths), not as strings: thousands of
 subscribers each rebuilding every turn would otherwise hold thousands of copies of it.

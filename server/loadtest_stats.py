@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .loadtest_client import SLOW_CONSUMER, LoadSubscriber, RoomRun
+from .loadtest_client import SLOW_CONSUMER, LoadSubscriber
 
 QUANTILES = 200  # points of each CDF kept in the report
 TIMELINE_BINS = 120
@@ -48,7 +48,7 @@ def _deliveries(sub: LoadSubscriber) -> Iterable[tuple[int, float]]:
             yield covered, when
 
 
-def latency_stats(subs: Sequence[LoadSubscriber], rooms: Sequence[RoomRun]) -> dict[str, Any]:
+def latency_stats(subs: Sequence[LoadSubscriber]) -> dict[str, Any]:
     """Connect times, time to first delta, fan-out skew, delivery lag, inter-delta gaps (ms)."""
     normal = [s for s in subs if not s.slow]
     spans: dict[tuple[str, int], list[float]] = {}

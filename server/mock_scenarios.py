@@ -242,8 +242,11 @@ def token_delta(field: Field, text: str) -> dict[str, Any]:
 
 
 def sized_scenario(model: str) -> tuple[SizedKind, int] | None:
-    """``(kind, token count)`` for ``mock-long[-N]``, ``mock-stamp[-N]`` and
-    ``mock-flood[-N]``, else None."""
+    """The kind and token count a long mock model name asks for, else None.
+
+    ``(kind, token count)`` for ``mock-long[-N]``, ``mock-stamp[-N]`` and ``mock-flood[-N]``, else
+    None.
+    """
     match = _SIZED.fullmatch(model)
     if match is None:
         return None

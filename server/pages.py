@@ -67,8 +67,8 @@ def setup_pages(app: web.Application) -> None:
     app.on_response_prepare.append(security_headers)
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """nosniff and no referrer everywhere; a strict Content-Security-Policy on HTML pages.
+async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """Set nosniff and no referrer everywhere; a strict Content-Security-Policy on HTML pages.
 
     Not on a WebSocket's 101: it has no body to sniff and is no page to refer from, and the
     response object (headers included) lives as long as the connection.

@@ -44,9 +44,11 @@ def _address(value: str | None) -> IPv4Address | IPv6Address | None:
 def forwarded_client(
     elements: Sequence[Mapping[str, str]], trusted: Sequence[Network]
 ) -> dict[str, str]:
-    """What RFC 7239 ``Forwarded`` elements say about the client (``remote``, ``scheme``,
-    ``host``): the right-most element whose ``for`` is not a trusted proxy (the left-most
-    when all are); nothing when that element names no address."""
+    """What RFC 7239 ``Forwarded`` elements say about the client (``remote``, ``scheme``, ``host``).
+
+    The right-most element whose ``for`` is not a trusted proxy (the left-most when all are);
+    nothing when that element names no address.
+    """
     chosen: Mapping[str, str] | None = None
     for element in reversed(elements):
         chosen = element
@@ -85,8 +87,11 @@ def _joined(request: web.Request) -> web.Request:
 
 
 def trusted_proxies(entries: Sequence[str], header: str = "x-forwarded-for") -> Middleware | None:
-    """The middleware for ``server.trusted_proxies`` (None when the list is empty), reading
-    ``header`` (``server.proxy_header``: ``x-forwarded-for`` or ``forwarded``) only."""
+    """The middleware for ``server.trusted_proxies``, reading one header.
+
+    The middleware for ``server.trusted_proxies`` (None when the list is empty), reading ``header``
+    (``server.proxy_header``: ``x-forwarded-for`` or ``forwarded``) only.
+    """
     if not entries:
         return None
     networks = [ip_network(entry, strict=False) for entry in entries]

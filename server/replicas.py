@@ -89,11 +89,13 @@ class Replicas:
     def deliver(
         self, room: Room, events: Sequence[SequencedEvent], encoded: Sequence[bytes]
     ) -> None:
+        """Publish ``events`` (with their ``encoded`` bytes) to the room's local subscribers."""
         room.publish(events, encoded)
         room.delivered = events[-1].seq
         room.last_event_at = time.monotonic()
 
     def need_sync(self, room: Room, *, reload: bool = False) -> None:
+        """Sync the room from the broker (reloaded when ``reload``), one sync task at a time."""
         room.reload = room.reload or reload
         if room.sync_task is None:
             room.sync_task = asyncio.create_task(self._sync_loop(room))
@@ -135,8 +137,11 @@ class Replicas:
                 self._apply_records(room, records)
 
     async def _reload(self, room: Room) -> None:
-        """Rebuild the room from the broker; local subscribers get what they missed, or
-        are closed to resume (a snapshot) when their history is gone."""
+        """Rebuild the room from the broker.
+
+        Local subscribers get what they missed, or are closed to resume (a snapshot) when their
+        history is gone.
+        """
         old = room.state
         loaded = await self.broker.load(old.name, secrets.token_hex(6))
         now = time.time()

@@ -70,8 +70,11 @@ class Room:
     def publish(
         self, events: Sequence[ServerMessage], encoded: Sequence[bytes] | None = None
     ) -> None:
-        """Encode each event once (unless ``encoded`` has it) and deliver it to every
-        subscriber, a slice at a time in a large room (``ring``)."""
+        """Encode each event once and deliver it to every subscriber.
+
+        Encode each event once (unless ``encoded`` has it) and deliver it to every subscriber, a
+        slice at a time in a large room (``ring``).
+        """
         started = time.perf_counter()
         if encoded is None:
             encoded = [encode(event) for event in events]

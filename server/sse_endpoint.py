@@ -87,8 +87,11 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def _expire(sub: Subscriber) -> None:
-    """The token expired: an ``unauthorized`` error event, then the end of the stream (the
-    WebSocket's 4500; an EventSource reconnects, and a new request needs a new token)."""
+    """The token expired.
+
+    An ``unauthorized`` error event, then the end of the stream (the WebSocket's 4500; an
+    EventSource reconnects, and a new request needs a new token).
+    """
     send_one(sub, ErrorFrame("unauthorized", "the token has expired"))
     sub.close(TOKEN_EXPIRED, "token expired")
 
@@ -148,9 +151,11 @@ async def _keep_alive(
     every: float,
     timeout: float,
 ) -> None:
-    """Send a comment line every ``every`` seconds until the stream ends or the client goes
-    away; a keep-alive that cannot be written in ``timeout`` seconds (its socket took nothing
-    meanwhile) drops the stream: the client stopped reading."""
+    """Send a comment line every ``every`` seconds until the stream ends or the client goes away.
+
+    A keep-alive that cannot be written in ``timeout`` seconds (its socket took nothing meanwhile)
+    drops the stream: the client stopped reading.
+    """
     loop = asyncio.get_running_loop()
     closing_since: float | None = None
     while not await sub.wait_ended(every or None):
@@ -181,8 +186,9 @@ async def _written_within(
     data: bytes,
     timeout: float,
 ) -> bool:
-    """Write ``data`` and wait until the socket has taken everything before it and it; False
-    when the socket took nothing for ``timeout`` seconds meanwhile (a reader that is slow but
+    """Write ``data`` and wait until the socket has taken everything before it and it.
+
+    False when the socket took nothing for ``timeout`` seconds meanwhile (a reader that is slow but
     reading keeps its stream: any progress restarts the clock).
 
     Raises:

@@ -154,17 +154,22 @@ class Subscriber:
         self._wake()
 
     def _wake(self) -> None:
-        """Start a writer, unless one runs (it sees what was queued) or the join burst is
-        still being queued (``start`` wakes it)."""
+        """Start a writer, unless one runs or the join burst is still being queued.
+
+        A running writer sees what was queued; while the join burst is being queued, ``start``
+        wakes the writer once it is.
+        """
         if self._writer is None and not self.outbox.joining and not self._ended:
             self._writer = asyncio.create_task(self._write(), name="subscriber-writer")
             if self._looking is None and self._transport is not None and self.outbox.limit:
                 self._watch()
 
     def _watch(self) -> None:
-        """Look at the writer's progress a few times per close timeout while it is busy or
-        its transport holds more than the limit (a WebSocket write returns before its bytes
-        are sent)."""
+        """Look at the writer's progress a few times per close timeout.
+
+        Only while it is busy or its transport holds more than the limit (a WebSocket write
+        returns before its bytes are sent).
+        """
         loop = asyncio.get_running_loop()
         transport = self._transport
         assert transport is not None
@@ -251,8 +256,10 @@ class Subscriber:
             waiter.set_result(None)
 
     async def wait_ended(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` seconds (None: no limit) for the connection to end: its close
-        carried out, or a write that failed. True once it has."""
+        """Wait up to ``timeout`` seconds (None: no limit) for the connection to end.
+
+        Its close carried out, or a write that failed. True once it has.
+        """
         if not self._ended:
             if self._ended_waiter is None:
                 self._ended_waiter = asyncio.get_running_loop().create_future()
@@ -261,8 +268,10 @@ class Subscriber:
         return self._ended
 
     async def stop(self, grace: float) -> None:
-        """The connection is going: let a close that was asked for go out (up to ``grace``
-        seconds), then stop the writer."""
+        """The connection is going.
+
+        Let a close that was asked for go out (up to ``grace`` seconds), then stop the writer.
+        """
         if self._looking is not None:
             self._looking.cancel()
             self._looking = None

@@ -132,8 +132,10 @@ def _sse(event: str | None, data: str) -> bytes:
 
 
 async def _write(request: web.Request, write: Awaitable[None], timeout: float) -> None:
-    """Write to the caller; a caller whose socket takes nothing for ``timeout`` seconds
-    stopped reading: its connection is dropped (SSE streams get the same rule).
+    """Write to the caller.
+
+    A caller whose socket takes nothing for ``timeout`` seconds stopped reading: its connection is
+    dropped (SSE streams get the same rule).
 
     Raises:
         ConnectionError: the caller went away or stopped reading.
@@ -223,8 +225,11 @@ async def _complete(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Respons
 
 @routes.get("/v1/models")
 async def models(request: web.Request) -> web.Response:
-    """The upstream's model list, passed through; in token mode, under the tap's token rules
-    (a token that may prompt, in the ``X-Room`` room when the header is there)."""
+    """The upstream's model list, passed through.
+
+    In token mode, under the tap's token rules (a token that may prompt, in the ``X-Room`` room when
+    the header is there).
+    """
     claims = request_claims(request, request.app[CONFIG])
     if claims is not None:
         room = request.headers.get("X-Room")

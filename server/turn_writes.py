@@ -74,8 +74,10 @@ class TurnWrites:
         started: tuple[str, str | None] | None,
         ended: bytes | None,
     ) -> None:
-        """Store records in the order they were made; retry while the broker is down, for
-        as long as the lease would last."""
+        """Store records in the order they were made.
+
+        Retry while the broker is down, for as long as the lease would last.
+        """
         state = room.state
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.broker.lease_seconds

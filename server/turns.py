@@ -55,6 +55,10 @@ class TurnRunner:
         """Stream ``turn_id``; every outcome ends the turn with exactly one ``turn.end``.
 
         Args:
+            room: the room the turn streams in.
+            turn_id: the turn, already started in the room.
+            model: the model asked for, when the body is built from the room.
+            options: the prompt's request options, when the body is built from the room.
             body: the request body as given (tap turns); None builds it from the room.
             listener: told every upstream SSE event and error (the tap's caller).
         """
@@ -208,6 +212,8 @@ def _report_repairs(room: Room, turn_id: TurnId, error_body: int = 0) -> bool:
     """Count the values of a turn's upstream that were repaired, and say so in one log line.
 
     Args:
+        room: the room the turn streams in.
+        turn_id: the turn whose upstream values were repaired.
         error_body: repairs of an HTTP error body, beside those of the turn's chunks.
 
     Returns:

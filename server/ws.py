@@ -62,8 +62,10 @@ class WebSocketSink(Beating):
             transport.write(_FRAMES.frame(data))
 
     def ping(self) -> None:
-        """Send a ping (the heartbeat's); whole frames only ever reach the transport, so it
-        cannot land inside another frame."""
+        """Send a ping (the heartbeat's).
+
+        Whole frames only ever reach the transport, so it cannot land inside another frame.
+        """
         transport = self.transport
         if transport is not None and not transport.is_closing() and not self.ws.closed:
             transport.write(PING)

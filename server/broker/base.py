@@ -66,8 +66,11 @@ class Claim:
 
 
 class Fenced(BrokerError):
-    """A write was refused: the lease is lost, the seq is not the next one, or the epoch
-    changed. Nothing of it was stored or published."""
+    """A write was refused.
+
+    The lease is lost, the seq is not the next one, or the epoch changed. Nothing of it was stored
+    or published.
+    """
 
 
 class BrokerUnavailable(BrokerError):
@@ -115,8 +118,11 @@ class Broker(ABC):
         return True
 
     async def forget(self, room: RoomName) -> None:  # noqa: B027 - optional
-        """This instance forgot an idle room. A store that lives in this process drops it
-        when no instance listens to it; Redis keys expire on their own."""
+        """This instance forgot an idle room.
+
+        A store that lives in this process drops it when no instance listens to it; Redis keys
+        expire on their own.
+        """
 
     @abstractmethod
     async def load(self, room: RoomName, new_epoch: str) -> Loaded:
@@ -136,8 +142,10 @@ class Broker(ABC):
 
     @abstractmethod
     async def steal(self, room: RoomName, epoch: str, turn: str, *, force: bool) -> Claim:
-        """Take the lease of the streaming ``turn`` to end it: ``force`` to cancel it, else
-        only when its holder's lease ran out."""
+        """Take the lease of the streaming ``turn`` to end it.
+
+        ``force`` to cancel it, else only when its holder's lease ran out.
+        """
 
     @abstractmethod
     async def append(
@@ -170,8 +178,10 @@ class Broker(ABC):
 
     @abstractmethod
     async def set_viewers(self, room: RoomName, count: int, *, announce: bool = True) -> int:
-        """Record this instance's viewer count (``announce``: tell the other instances);
-        returns the total. Counts of an instance that stops refreshing them expire."""
+        """Record this instance's viewer count (``announce``: tell the other instances).
+
+        Returns the total. Counts of an instance that stops refreshing them expire.
+        """
 
     @abstractmethod
     async def viewers(self, room: RoomName) -> int:

@@ -75,10 +75,12 @@ class MemoryBroker(Broker):
     # --- lifecycle and listening -----------------------------------------------------------
 
     async def start(self, listener: BrokerListener) -> None:
+        """Connect and start delivering live records to ``listener``."""
         self._listener = listener
         self.store.brokers.append(self)
 
     async def close(self) -> None:
+        """Stop delivering and disconnect (this instance's viewer counts are dropped)."""
         if self in self.store.brokers:
             self.store.brokers.remove(self)
         for room in self.store.rooms.values():
@@ -86,9 +88,11 @@ class MemoryBroker(Broker):
         self._listener = None
 
     async def listen(self, room: RoomName) -> None:
+        """Deliver the room's live records here (reference counted with ``unlisten``)."""
         self._listening[room] = self._listening.get(room, 0) + 1
 
     async def unlisten(self, room: RoomName) -> None:
+        """One listener fewer; at zero the instance stops receiving the room."""
         left = self._listening.get(room, 0) - 1
         if left > 0:
             self._listening[room] = left
@@ -106,6 +110,7 @@ class MemoryBroker(Broker):
     # --- the room's store ------------------------------------------------------------------
 
     async def forget(self, room: RoomName) -> None:
+        """This instance forgot an idle room."""
         kept = self._room(room)
         listened = any(room in broker._listening for broker in self.store.brokers)
         if kept is not None and not listened and kept.streaming is None:
@@ -115,6 +120,7 @@ class MemoryBroker(Broker):
         return self.store.rooms.get(name)
 
     async def load(self, room: RoomName, new_epoch: str) -> Loaded:
+        """The room as kept; ``new_epoch`` becomes its epoch when it has none."""
         kept = self._room(room)
         if kept is None:
             kept = self.store.rooms[room] = _Room(epoch=new_epoch, records=deque())
@@ -127,10 +133,12 @@ class MemoryBroker(Broker):
         )
 
     async def epoch(self, room: RoomName) -> str | None:
+        """The room's epoch now (None when the broker has no such room, e.g. wiped)."""
         kept = self._room(room)
         return None if kept is None else kept.epoch
 
     async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
+        """Every record after seq ``after`` on ``epoch``, or None when some are gone."""
         kept = self._room(room)
         if kept is None or kept.epoch != epoch or not 0 <= after <= kept.seq:
             return None
@@ -151,6 +159,7 @@ class MemoryBroker(Broker):
         return kept.fence
 
     async def claim(self, room: RoomName, epoch: str, seq: int, prompt_id: str | None) -> Claim:
+        """Take the room's turn lease to start a turn after ``seq``."""
         kept = self._room(room)
         if kept is None or kept.epoch != epoch:
             return Claim("epoch")
@@ -167,6 +176,7 @@ class MemoryBroker(Broker):
         return Claim("ok", fence=self._take_lease(kept), seq=kept.seq)
 
     async def steal(self, room: RoomName, epoch: str, turn: str, *, force: bool) -> Claim:
+        """Take the lease of the streaming ``turn`` to end it."""
         kept = self._room(room)
         if kept is None or kept.epoch != epoch:
             return Claim("epoch")
@@ -186,6 +196,7 @@ class MemoryBroker(Broker):
         started: tuple[str, str | None] | None = None,
         ended: bytes | None = None,
     ) -> None:
+        """Store and publish consecutive records after the room's seq, and renew the lease."""
         kept = self._room(room)
         if kept is None or kept.epoch != epoch:
             raise Fenced("the room's epoch changed")
@@ -231,6 +242,7 @@ class MemoryBroker(Broker):
             del kept.prompt_ids[key]
 
     async def renew(self, room: RoomName, fence: int) -> bool:
+        """Extend the lease; False when it is no longer this fence's."""
         kept = self._room(room)
         if kept is None or kept.holder != fence or self._lease_free(kept):
             return False
@@ -238,6 +250,7 @@ class MemoryBroker(Broker):
         return True
 
     async def release(self, room: RoomName, fence: int) -> None:
+        """Give the lease back (a claim that started nothing)."""
         kept = self._room(room)
         if kept is not None and kept.holder == fence:
             kept.holder = 0
@@ -245,6 +258,7 @@ class MemoryBroker(Broker):
     # --- presence --------------------------------------------------------------------------
 
     async def set_viewers(self, room: RoomName, count: int, *, announce: bool = True) -> int:
+        """Record this instance's viewer count (``announce``: tell the other instances)."""
         kept = self._room(room)
         if kept is None:
             return count
@@ -255,5 +269,6 @@ class MemoryBroker(Broker):
         return sum(kept.viewers.values())
 
     async def viewers(self, room: RoomName) -> int:
+        """The room's viewers summed over live instances."""
         kept = self._room(room)
         return 0 if kept is None else sum(kept.viewers.values())

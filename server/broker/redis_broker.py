@@ -116,6 +116,7 @@ class RedisBroker(Broker):
     # --- lifecycle and the live feed ------------------------------------------------------
 
     async def start(self, listener: BrokerListener) -> None:
+        """Connect and start delivering live records to ``listener``."""
         self._listener = listener
         try:
             await self._redis.ping()
@@ -126,6 +127,7 @@ class RedisBroker(Broker):
         self._reader = asyncio.create_task(self._read_forever(), name="broker-reader")
 
     async def close(self) -> None:
+        """Stop delivering and disconnect (this instance's viewer counts are dropped)."""
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,6 +141,7 @@ class RedisBroker(Broker):
         await self._redis.aclose()
 
     async def reachable(self) -> bool:
+        """Whether the broker answers now (``/healthz``)."""
         try:
             async with asyncio.timeout(1.0):
                 return bool(await self._redis.ping())
@@ -146,9 +149,12 @@ class RedisBroker(Broker):
             return False
 
     async def listen(self, room: RoomName) -> None:
-        """Subscribe (the first time) and return once Redis confirmed the subscription, so
-        nothing published after this returns is missed (bounded: a Redis that does not
-        answer leaves the hub to read what it missed later)."""
+        """Subscribe (the first time) and return once Redis confirmed it.
+
+        Subscribe (the first time) and return once Redis confirmed the subscription, so nothing
+        published after this returns is missed (bounded: a Redis that does not answer leaves the hub
+        to read what it missed later).
+        """
         count = self._listening.get(room, 0)
         self._listening[room] = count + 1
         channel = self._channel(room)
@@ -161,6 +167,7 @@ class RedisBroker(Broker):
                     await self._active_changed.wait()
 
     async def unlisten(self, room: RoomName) -> None:
+        """One listener fewer; at zero the instance stops receiving the room."""
         count = self._listening.get(room, 0) - 1
         if count > 0:
             self._listening[room] = count
@@ -252,6 +259,7 @@ class RedisBroker(Broker):
     # --- the room's store -----------------------------------------------------------------
 
     async def load(self, room: RoomName, new_epoch: str) -> Loaded:
+        """The room as kept; ``new_epoch`` becomes its epoch when it has none."""
         keys = [self._key(room, p) for p in ("meta", "events", "turns", "lease")]
         epoch, seq, turns, ended, entries = await self._call("LOAD", keys, [new_epoch])
         return Loaded(
@@ -263,6 +271,7 @@ class RedisBroker(Broker):
         )
 
     async def epoch(self, room: RoomName) -> str | None:
+        """The room's epoch now (None when the broker has no such room, e.g. wiped)."""
         try:
             value = await self._redis.hget(self._key(room, "meta"), "epoch")
         except (RedisError, OSError) as exc:
@@ -270,6 +279,7 @@ class RedisBroker(Broker):
         return None if value is None else _text(value)
 
     async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
+        """Every record after seq ``after`` on ``epoch``, or None when some are gone."""
         keys = [self._key(room, "meta"), self._key(room, "events")]
         reply = await self._call("READ", keys, [epoch, after])
         return _records(reply[1]) if _text(reply[0]) == "ok" else None
@@ -287,6 +297,7 @@ class RedisBroker(Broker):
         return Claim(status, seq=seq, turn=turn)
 
     async def claim(self, room: RoomName, epoch: str, seq: int, prompt_id: str | None) -> Claim:
+        """Take the room's turn lease to start a turn after ``seq``."""
         keys = [
             self._key(room, "meta"),
             self._key(room, "lease"),
@@ -301,6 +312,7 @@ class RedisBroker(Broker):
         return self._claim(await self._call("CLAIM", keys, args))
 
     async def steal(self, room: RoomName, epoch: str, turn: str, *, force: bool) -> Claim:
+        """Take the lease of the streaming ``turn`` to end it."""
         keys = [self._key(room, "meta"), self._key(room, "lease")]
         args = [epoch, turn, "1" if force else "0", int(self.lease_seconds * 1000)]
         claim = self._claim(await self._call("STEAL", keys, args))
@@ -316,6 +328,7 @@ class RedisBroker(Broker):
         started: tuple[str, str | None] | None = None,
         ended: bytes | None = None,
     ) -> None:
+        """Store and publish consecutive records after the room's seq, and renew the lease."""
         turn, prompt_id = started if started is not None else ("", None)
         keys = [
             self._key(room, "meta"),
@@ -346,20 +359,24 @@ class RedisBroker(Broker):
             raise Fenced(f"append refused: {status}")
 
     async def renew(self, room: RoomName, fence: int) -> bool:
+        """Extend the lease; False when it is no longer this fence's."""
         reply = await self._call(
             "RENEW", [self._key(room, "lease")], [fence, int(self.lease_seconds * 1000)]
         )
         return bool(reply)
 
     async def release(self, room: RoomName, fence: int) -> None:
+        """Give the lease back (a claim that started nothing)."""
         await self._call("RELEASE", [self._key(room, "lease")], [fence])
 
     # --- presence --------------------------------------------------------------------------
 
     async def set_viewers(self, room: RoomName, count: int, *, announce: bool = True) -> int:
+        """Record this instance's viewer count (``announce``: tell the other instances)."""
         return await self._viewers(room, count, announce)
 
     async def viewers(self, room: RoomName) -> int:
+        """The room's viewers summed over live instances."""
         return await self._viewers(room, -1, False)
 
     async def _viewers(self, room: RoomName, count: int, announce: bool) -> int:

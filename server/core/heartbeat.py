@@ -75,8 +75,11 @@ class HeartbeatWheel(Generic[P]):
         return sum(len(spoke) for spoke in self._spokes)
 
     def add(self, conn: P) -> None:
-        """Start watching ``conn``; joining counts as hearing from it, so its first ping comes
-        after a whole interval of silence at the earliest, as for any other."""
+        """Start watching ``conn``.
+
+        Joining counts as hearing from it, so its first ping comes after a whole interval of silence
+        at the earliest, as for any other.
+        """
         conn.spoke = self._deal
         self._deal = (self._deal + 1) % len(self._spokes)
         conn.heard = True

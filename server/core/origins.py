@@ -1,5 +1,7 @@
-"""Origin and Host checks against cross-site WebSocket hijacking and DNS rebinding
-(PROTOCOL.md, "Auth" and "Defaults and details")."""
+"""Origin and Host checks against cross-site WebSocket hijacking and DNS rebinding.
+
+See PROTOCOL.md, "Auth" and "Defaults and details".
+"""
 
 from __future__ import annotations
 
@@ -42,8 +44,11 @@ def origin_allowed(origin: str | None, own: str | None, allowed: Iterable[str]) 
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:
-    """The name (lower case, no brackets, no final dot) and port of a ``Host`` value, or None
-    when it is not a plain ``host[:port]``."""
+    """The name and port of a ``Host`` value; None when it is not a plain one.
+
+    The name (lower case, no brackets, no final dot) and port of a ``Host`` value, or None when it
+    is not a plain ``host[:port]``.
+    """
     try:
         parts = urlsplit("//" + value.strip())
         port = parts.port
@@ -65,8 +70,11 @@ def _is_ipv6(name: str) -> bool:
 
 
 def host_name(entry: str) -> str | None:
-    """A configured host name (or IP address, IPv6 with or without brackets) as ``split_host``
-    gives it; None when it is not one or carries a port."""
+    """A configured host name as ``split_host`` gives it; None when it is none.
+
+    A configured host name (or IP address, IPv6 with or without brackets) as ``split_host`` gives
+    it; None when it is not one or carries a port.
+    """
     entry = entry.strip()
     if entry.count(":") > 1 and not entry.startswith("["):
         entry = f"[{entry}]"

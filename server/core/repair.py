@@ -1,7 +1,7 @@
-"""Upstream text repair: whatever an upstream sends is made valid, never refused.
+r"""Upstream text repair: whatever an upstream sends is made valid, never refused.
 
 JSON may carry what UTF-8 text and our encoder cannot: a lone surrogate (the escape
-``\\ud800`` with no partner) and numbers without a finite value (``NaN``, ``Infinity``, or
+``\ud800`` with no partner) and numbers without a finite value (``NaN``, ``Infinity``, or
 ``1e999``, which parses to infinity; an integer too long to convert). A client sending them is
 refused (PROTOCOL.md, "Defaults and details"); an upstream's are repaired as its JSON enters
 the core, before any state changes, so every string a room keeps and every delta it sends is

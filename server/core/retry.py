@@ -36,8 +36,10 @@ def retry_delay(
     """Seconds to wait before attempt ``attempt + 1``, or None to give up now.
 
     Args:
+        policy: how many retries, and the base and longest waits.
         attempt: how many attempts were made already (1 after the first).
         status: the HTTP status, or None when no response came (timeout, refused).
+        code: the error code of the failed attempt (some are final whatever the status).
         retry_after_ms: the upstream's Retry-After, when it sent one.
     """
     if attempt > policy.max_retries or not is_temporary(status, code):

@@ -1,6 +1,6 @@
-"""Text validity of what clients send (PROTOCOL.md, "Defaults and details": Text).
+r"""Text validity of what clients send (PROTOCOL.md, "Defaults and details": Text).
 
-Every string a client sends must be valid Unicode text: JSON's ``\\ud800`` escape parses to a
+Every string a client sends must be valid Unicode text: JSON's ``\ud800`` escape parses to a
 lone surrogate, which no UTF-8 encoder accepts, so it would fail later, when the room encodes
 an event. Non-finite numbers (``NaN``, ``Infinity``, ``1e999``) fail the same way. Both are
 refused at the edge with ``bad_request`` naming the field. Sequence numbers from query
