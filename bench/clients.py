@@ -217,8 +217,11 @@ class WireClient(asyncio.Protocol):
             self.transport.write(masked_frame(opcode, payload))
 
     async def prompt(self, content: str, model: str, ref: str) -> None:
-        """Send a prompt: fanout's ``prompt`` frame (the WebSocket peers read the same), or a
-        socket.io ``prompt`` event."""
+        """Send a prompt.
+
+        Fanout's ``prompt`` frame (the WebSocket peers read the same), or a socket.io ``prompt``
+        event.
+        """
         if self.sio:
             self._send(1, b"42" + _dumps(["prompt", {"content": content, "model": model}]).encode())
         else:
@@ -226,8 +229,11 @@ class WireClient(asyncio.Protocol):
             self._send(1, _dumps(frame).encode())
 
     def batch(self, on: bool) -> None:
-        """A sink reads in batches during a turn, and frame by frame between turns (so that
-        it answers the server's pings in time)."""
+        """Read in batches during a turn and frame by frame between turns.
+
+        A sink reads in batches during a turn, and frame by frame between turns (so that it answers
+        the server's pings in time).
+        """
         if self.transport is not None and not self.probe:
             sock = self.transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.lowat if on else 1)

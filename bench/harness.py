@@ -159,8 +159,11 @@ class Deployment:
         )
 
     async def quiesce(self, timeout: float = 20.0, busy: float = 0.10) -> None:
-        """Wait until the server's CPU use over a quarter second falls below ``busy`` (the
-        snapshots sent to a crowd that just joined, say, are out)."""
+        """Wait until the server's CPU use falls below ``busy``.
+
+        Wait until the server's CPU use over a quarter second falls below ``busy`` (the snapshots
+        sent to a crowd that just joined, say, are out).
+        """
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
         while loop.time() < give_up:

@@ -124,8 +124,11 @@ class Cluster:
         await _bounded([v.close for v in viewers], concurrency=500, timeout=60)
 
     async def quiesce(self, timeout: float = 20.0, busy: float = 0.10) -> None:
-        """Wait until the instances together use less than ``busy`` of a core (the joins'
-        snapshots and presence updates are out)."""
+        """Wait until the instances together use less than ``busy`` of a core.
+
+        Wait until the instances together use less than ``busy`` of a core (the joins' snapshots and
+        presence updates are out).
+        """
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
         while loop.time() < give_up:

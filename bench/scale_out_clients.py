@@ -35,8 +35,10 @@ _KEPT = (b'{"type":"turn.start"', b'{"type":"delta"', b'{"type":"turn.end"')
 
 
 class RecordingViewer(WireClient):
-    """A WebSocket viewer (probe or sink, see ``Tally``) that keeps the measured turn's
-    frames; they are parsed only after the turn, so keeping them costs a list append."""
+    """A WebSocket viewer (probe or sink, see ``Tally``) that keeps the measured turn's frames.
+
+    They are parsed only after the turn, so keeping them costs a list append.
+    """
 
     def __init__(self, crowd: Crowd, probe: bool) -> None:
         super().__init__(crowd, sio=False, probe=probe)
@@ -112,8 +114,11 @@ def check_turn(frames: list[list[bytes]]) -> TurnCheck:
 
 
 def deliveries(tallies: list[Tally], tokens: int) -> dict[str, Any]:
-    """Rate and latency over every viewer, and latency apart for the producer's instance
-    (the first tally) and the others (whose events crossed Redis)."""
+    """Rate and latency over every viewer, and per instance kind.
+
+    Rate and latency over every viewer, and latency apart for the producer's instance (the first
+    tally) and the others (whose events crossed Redis).
+    """
     got = sum(t.tokens for t in tallies)
     seconds = max(max(t.last for t in tallies) - min(t.first for t in tallies), 0.0)
     seconds = seconds if got else 0.0
@@ -210,9 +215,11 @@ class RedisCounters:
 
     @staticmethod
     async def read(port: int, prefix: str, room: str) -> RedisCounters:
-        """Read them on a connection of its own that speaks RESP directly, so that the
-        bytes of its replies are known exactly (INFO stats goes first: the later replies,
-        and its own, are all counted after the value it reports)."""
+        """Read them on a connection of their own that speaks RESP directly.
+
+        So that the bytes of its replies are known exactly (INFO stats goes first: the later
+        replies, and its own, are all counted after the value it reports).
+        """
         channel = f"{prefix}:{{{room}}}"
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:

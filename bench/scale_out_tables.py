@@ -68,8 +68,10 @@ def _flags(rec: dict[str, Any], redis_cpu: int) -> list[str]:
 
 
 def _per_cpu_second(rec: dict[str, Any]) -> float:
-    """Deliveries per CPU-second of the deployment's processes (the instances and Redis):
-    what the work cost, whoever else used CPU 0 meanwhile."""
+    """Deliveries per CPU-second of the deployment's processes (the instances and Redis).
+
+    What the work cost, whoever else used CPU 0 meanwhile.
+    """
     cpu = rec["cpu"]
     used = (sum(cpu["instances"]) + cpu["redis"]) * cpu["wall"]
     return float(rec["delivered"] / used) if used > 0 else 0.0
@@ -90,8 +92,10 @@ def _count(values: list[Any]) -> str:
 
 
 def deliveries_table(records: list[dict[str, Any]], mode: str, redis_cpu: int) -> str:
-    """What the viewers received, per viewer count and setup (a burst's rate, a paced
-    answer's latency)."""
+    """What the viewers received, per viewer count and setup.
+
+    (a burst's rate, a paced answer's latency).
+    """
     burst = mode == "burst"
     head = (
         "deliveries/s, median (min-max) | per CPU-second | frames/s | p99 ms"

@@ -245,10 +245,13 @@ async def _big_answer(
 async def memory(
     system: System, mocks: Mocks, session: aiohttp.ClientSession, plan: Plan, rnd: int
 ) -> list[Record]:
-    """One viewer and one big answer (``memory_fill`` chunks of ~1 kB, as fast as possible),
-    in a fresh server without, then in another with, S readers that never read. What the
-    stalled readers cost is the second server's growth over the answer less the first's (which
-    is what one answer adds whoever watches: fanout keeps the room's history)."""
+    """What S stalled readers cost in memory, against the same answer without them.
+
+    One viewer and one big answer (``memory_fill`` chunks of ~1 kB, as fast as possible), in a fresh
+    server without, then in another with, S readers that never read. What the stalled readers cost
+    is the second server's growth over the answer less the first's (which is what one answer adds
+    whoever watches: fanout keeps the room's history).
+    """
     if not system.broadcasts:
         return []
     baseline, alone = await _big_answer(system, mocks, session, plan, 0)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 
 def splice(document: str, block: str, begin: str, end: str) -> str:
-    """``document`` with the section between ``begin`` and ``end`` replaced by ``block``
-    (which carries the markers), or ``block`` appended when there is none."""
+    """Replace (or append) the section of ``document`` between ``begin`` and ``end``.
+
+    ``document`` with the section between ``begin`` and ``end`` replaced by ``block`` (which carries
+    the markers), or ``block`` appended when there is none.
+    """
     start = document.find(begin)
     stop = document.find(end, max(start, 0))
     if start < 0 and stop < 0:

@@ -28,13 +28,15 @@ class Verdict:
 
     @property
     def word(self) -> str:
-        """met / MISSED / not measured."""
+        """The verdict as written in the report: met, **missed** or not measured."""
         return {True: "met", False: "**missed**", None: "not measured"}[self.met]
 
 
 def retained_per_stalled(r: Rec) -> float:
-    """What the stalled readers cost in the memory probe, per reader, in bytes: the growth
-    over the answer with them less the growth over the same answer without."""
+    """What the stalled readers cost in the memory probe, per reader, in bytes.
+
+    The growth over the answer with them less the growth over the same answer without.
+    """
     rss = r["rss"]
     extra = (rss["stalled_after"] - rss["stalled_before"]) - (rss["after"] - rss["before"])
     return float(extra / r["stalled"])

@@ -31,11 +31,11 @@ class RoomsPeer:
         self.turns = 0
         self.seq = 0
 
-    async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def connect(self, sid: str, _environ: dict[str, Any], _auth: Any = None) -> None:
         """Put every new client in the room."""
         await self.sio.enter_room(sid, ROOM)
 
-    async def prompt(self, sid: str, data: Any) -> None:
+    async def prompt(self, _sid: str, data: Any) -> None:
         """Start a turn unless one streams."""
         if self.task is None or self.task.done():
             data = data if isinstance(data, dict) else {}
