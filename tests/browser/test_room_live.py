@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import expect
 
 from tests.integration.fake_upstream import (
@@ -67,10 +65,7 @@ async def test_copy_button_copies_the_markdown_source(
 
 
 async def test_a_page_opened_mid_stream_shows_the_whole_answer(
-    open_room: OpenRoom,
-    upstream: FakeUpstream,
-    server: TestServer,
-    session: aiohttp.ClientSession,
+    open_room: OpenRoom, upstream: FakeUpstream
 ) -> None:
     """A page opened while a turn streams shows the snapshot's text, then the rest, once."""
     upstream.always(Script(chunks=text_stream(WORDS), gap=0.03))

@@ -108,7 +108,7 @@ class FakeUpstream:
         self.disconnected = asyncio.Event()
         self.finished = asyncio.Event()
         self.completed = 0
-        self.script_for: Callable[[dict[str, Any]], Script] = lambda body: Script()
+        self.script_for: Callable[[dict[str, Any]], Script] = lambda _body: Script()
         self.started = asyncio.Event()
         self.release = asyncio.Event()  # scripts with hold=True wait for this
         self.release.set()
@@ -117,7 +117,7 @@ class FakeUpstream:
 
     def always(self, script: Script) -> None:
         """Answer every request with ``script``."""
-        self.script_for = lambda body: script
+        self.script_for = lambda _body: script
 
     async def start(self) -> str:
         """Listen on 127.0.0.1 port 0; return the base URL with /v1."""
@@ -137,7 +137,7 @@ class FakeUpstream:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _models(self, request: web.Request) -> web.Response:
+    async def _models(self, _request: web.Request) -> web.Response:
         return web.json_response(
             {
                 "object": "list",

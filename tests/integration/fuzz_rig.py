@@ -149,7 +149,7 @@ class FuzzUpstream:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _models(self, request: web.Request) -> web.Response:
+    async def _models(self, _request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fuzz-model"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:

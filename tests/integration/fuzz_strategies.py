@@ -1,8 +1,8 @@
-"""Hypothesis strategies for hostile input: what a client or an upstream may send, byte for byte.
+r"""Hypothesis strategies for hostile input: what a client or an upstream may send, byte for byte.
 
 Values are built as a small JSON tree whose leaves may be raw tokens (``NaN``, ``1e999``, a
 5,000-digit integer) that ``json.dumps`` would refuse to write, and whose strings may hold lone
-surrogates. ``render`` writes such a tree as JSON text, either with ``\\uXXXX`` escapes (valid
+surrogates. ``render`` writes such a tree as JSON text, either with ``\uXXXX`` escapes (valid
 UTF-8 that decodes to a lone surrogate) or raw (bytes that are not UTF-8 at all).
 """
 

@@ -1,5 +1,7 @@
-"""Bad input over the WebSocket and HTTP: the right error, the right close code, and the room
-goes on working for everyone."""
+"""Bad input over the WebSocket and HTTP.
+
+The right error, the right close code, and the room goes on working for everyone.
+"""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from server.cli import main
 from server.watch import watch
 
 from .conftest import viewer
-from .fake_upstream import ANSWER, FakeUpstream
+from .fake_upstream import ANSWER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,8 +103,9 @@ async def test_demo_mode_serves_two_viewers_from_the_mock(
     assert proc.returncode == 0
 
 
+@pytest.mark.usefixtures("upstream")
 async def test_watch_prints_the_answer_and_exits_when_its_turn_ends(
-    server: TestServer, upstream: FakeUpstream, session: aiohttp.ClientSession
+    server: TestServer, session: aiohttp.ClientSession
 ) -> None:
     """`fanout watch ROOM --prompt` prints the streamed text and the turn's end line."""
     other = await viewer(session, server, "w")
@@ -120,9 +121,7 @@ async def test_watch_prints_the_answer_and_exits_when_its_turn_ends(
     await other.close()
 
 
-async def test_watch_reports_a_refused_prompt(
-    server: TestServer, session: aiohttp.ClientSession
-) -> None:
+async def test_watch_reports_a_refused_prompt(server: TestServer) -> None:
     """A prompt the server refuses makes `watch` print the error and exit 1."""
     out, err = io.StringIO(), io.StringIO()
     url = str(server.make_url("/"))

@@ -1,5 +1,7 @@
-"""Deployed for real: trusted proxies, the Host allowlist (DNS rebinding), budgets per
-principal, idempotent replays, room creation, /v1/models in token mode.
+"""Deployed for real.
+
+Trusted proxies, the Host allowlist (DNS rebinding), budgets per principal, idempotent replays, room
+creation, /v1/models in token mode.
 
 Different source addresses in 127.0.0.0/8 stand in for different clients and for the proxy.
 """
@@ -25,8 +27,10 @@ from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
 async def test_only_a_trusted_proxy_sets_the_client_address(
     make_server: ServerFactory, from_address: Sessions
 ) -> None:
-    """Behind a trusted proxy each client has its own prompt budget (X-Forwarded-For); a
-    spoofed X-Forwarded-For from any other peer, or a Forwarded header, changes nothing."""
+    """Behind a trusted proxy each client has its own prompt budget (X-Forwarded-For).
+
+    A spoofed X-Forwarded-For from any other peer, or a Forwarded header, changes nothing.
+    """
     server = await make_server(
         server__trusted_proxies=[PROXY], limits__prompt_burst=1, limits__prompts_per_minute=1
     )
@@ -52,9 +56,12 @@ async def test_only_a_trusted_proxy_sets_the_client_address(
 async def test_a_proxy_that_writes_forwarded_is_read_from_forwarded_only(
     make_server: ServerFactory, from_address: Sessions
 ) -> None:
-    """With ``server.proxy_header = "forwarded"`` (a proxy writing RFC 7239 ``Forwarded``), the
-    client is the right-most untrusted ``for=``; the X-Forwarded-For the client sent itself
-    (the proxy passes it on) changes nothing."""
+    """With proxy_header forwarded, the client is the right-most untrusted ``for=``.
+
+    With ``server.proxy_header = "forwarded"`` (a proxy writing RFC 7239 ``Forwarded``), the client
+    is the right-most untrusted ``for=``; the X-Forwarded-For the client sent itself (the proxy
+    passes it on) changes nothing.
+    """
     server = await make_server(
         server__trusted_proxies=[PROXY],
         server__proxy_header="forwarded",
@@ -75,9 +82,11 @@ async def test_a_proxy_that_writes_forwarded_is_read_from_forwarded_only(
 async def test_repeated_x_forwarded_lines_are_one_list(
     make_server: ServerFactory, from_address: Sessions, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A proxy that adds its own X-Forwarded-For line (HAProxy) instead of extending the
-    client's: the lines are one list (RFC 9110), the right-most untrusted address is the
-    client, and nothing is logged as an error."""
+    """A proxy that adds its own X-Forwarded-For line (HAProxy) instead of extending the client's.
+
+    The lines are one list (RFC 9110), the right-most untrusted address is the client, and nothing
+    is logged as an error.
+    """
     server = await make_server(
         server__trusted_proxies=[PROXY], limits__prompt_burst=1, limits__prompts_per_minute=1
     )
@@ -93,8 +102,11 @@ async def test_repeated_x_forwarded_lines_are_one_list(
 async def test_a_trusted_proxy_sets_scheme_and_host_and_others_cannot(
     make_server: ServerFactory, from_address: Sessions
 ) -> None:
-    """From the proxy, X-Forwarded-Proto/-Host make https://chat.example.com the server's own
-    origin; the same headers from another peer leave Host and scheme as they came."""
+    """X-Forwarded-Proto/-Host set the own origin from the proxy only.
+
+    From the proxy, X-Forwarded-Proto/-Host make https://chat.example.com the server's own origin;
+    the same headers from another peer leave Host and scheme as they came.
+    """
     server = await make_server(
         server__trusted_proxies=[PROXY], server__allowed_hosts=["chat.example.com"]
     )
@@ -139,8 +151,11 @@ async def test_connections_per_client_count_the_forwarded_address(
 async def test_dns_rebinding_is_refused_before_any_handler(
     server: TestServer, upstream: FakeUpstream, session: aiohttp.ClientSession
 ) -> None:
-    """A foreign Host (with its matching foreign Origin) is 400 on prompts, the text/plain tap
-    and any path, and no upstream request is made; /healthz answers health checks anyway."""
+    """A foreign Host is 400 everywhere but /healthz, with no upstream request.
+
+    A foreign Host (with its matching foreign Origin) is 400 on prompts, the text/plain tap and any
+    path, and no upstream request is made; /healthz answers health checks anyway.
+    """
     port = server.port
     evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
     status, body = await post_prompt(session, server, "r", evil)
@@ -163,8 +178,10 @@ async def test_dns_rebinding_is_refused_before_any_handler(
 async def test_origin_is_compared_with_the_allowlist_not_the_host(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """Loopback names on any port and configured names pass; a foreign Origin with an
-    allowed Host is 403; the own origin keeps the request's port."""
+    """Loopback names on any port and configured names pass.
+
+    A foreign Origin with an allowed Host is 403; the own origin keeps the request's port.
+    """
     server = await make_server(server__allowed_hosts=["chat.example.com"])
     port = server.port
     assert port is not None
@@ -190,8 +207,11 @@ async def test_origin_is_compared_with_the_allowlist_not_the_host(
 async def test_two_hundred_back_to_back_prompt_frames_are_limited_then_closed_4001(
     server: TestServer, session: aiohttp.ClientSession
 ) -> None:
-    """With the default limits a flood of prompt frames on one connection gets rate_limited,
-    then close 4001."""
+    """A flood of prompt frames gets rate_limited, then close 4001.
+
+    With the default limits a flood of prompt frames on one connection gets rate_limited, then close
+    4001.
+    """
     ws = await session.ws_connect(ws_url(server, "flood"), autoclose=False)
     for i in range(200):
         await ws.send_json({"type": "prompt", "content": "hi", "id": f"f{i}"})
@@ -209,8 +229,10 @@ async def test_two_hundred_back_to_back_prompt_frames_are_limited_then_closed_40
 async def test_concurrent_posts_with_one_id_get_one_turn_and_spend_nothing(
     make_server: ServerFactory, upstream: FakeUpstream, session: aiohttp.ClientSession
 ) -> None:
-    """Ten concurrent POSTs with one id all get 202 and the same turn, even on a budget of
-    one; replays later, on an empty budget, still get it; one upstream stream in all."""
+    """Ten concurrent POSTs with one id all get 202 and the same turn, even on a budget of one.
+
+    Replays later, on an empty budget, still get it; one upstream stream in all.
+    """
     server = await make_server(limits__prompt_burst=1, limits__prompts_per_minute=1)
     answers = await asyncio.gather(
         *(post_prompt(session, server, "idem", id="same") for _ in range(10))
@@ -243,8 +265,10 @@ async def test_prompt_budgets_are_per_token_sub_in_token_mode(
 async def test_room_creation_is_budgeted_per_principal(
     make_server: ServerFactory, from_address: Sessions
 ) -> None:
-    """Past the room budget a new room is 429 (GET, WebSocket, SSE); rooms that exist and
-    other clients are not affected."""
+    """Past the room budget a new room is 429 (GET, WebSocket, SSE).
+
+    Rooms that exist and other clients are not affected.
+    """
     server = await make_server(limits__room_burst=2, limits__rooms_per_minute=1)
     one, two = from_address("127.0.0.2"), from_address("127.0.0.3")
     for name in ("s1", "s2"):
@@ -289,8 +313,11 @@ async def test_rooms_made_by_a_bare_get_are_forgotten_soon(
 async def test_models_follow_the_taps_token_rules(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """Token mode: /v1/models is 401 without a token, 403 for a viewer or another X-Room,
-    and the upstream's list for a publisher."""
+    """Token mode: /v1/models answers by role and room.
+
+    Token mode: /v1/models is 401 without a token, 403 for a viewer or another X-Room, and the
+    upstream's list for a publisher.
+    """
     server = await make_server(auth__mode="token")
     url = server.make_url("/v1/models")
 
@@ -315,8 +342,10 @@ async def test_models_follow_the_taps_token_rules(
 async def test_a_long_answer_does_not_trip_the_budget_twice(
     make_server: ServerFactory, upstream: FakeUpstream, session: aiohttp.ClientSession
 ) -> None:
-    """A prompt refused with turn_in_progress still spent one prompt; one that was a replay
-    did not (the budget of two allows exactly: start, busy, replay, replay)."""
+    """A prompt refused with turn_in_progress still spent one prompt.
+
+    One that was a replay did not (the budget of two allows exactly: start, busy, replay, replay).
+    """
     upstream.always(Script(chunks=text_stream(ANSWER), gap=1.0))
     server = await make_server(limits__prompt_burst=2, limits__prompts_per_minute=1)
     assert (await post_prompt(session, server, "long", id="x"))[0] == 202

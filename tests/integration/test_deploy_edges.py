@@ -1,8 +1,9 @@
-"""Issue 13, the parts the other deploy tests leave open: replays over the WebSocket and
-replays that never count, forwarded headers with the default (empty) trusted_proxies, SSE
-connections counted per forwarded client, Origin-checked GETs, room creation per token
-``sub`` on every path, the default forget horizon of bare rooms, the timing of a stalled SSE
-reader's drop, the default connections per client, /v1/models refusals that never reach the
+"""Issue 13, the parts the other deploy tests leave open.
+
+Replays over the WebSocket and replays that never count, forwarded headers with the default (empty)
+trusted_proxies, SSE connections counted per forwarded client, Origin-checked GETs, room creation
+per token ``sub`` on every path, the default forget horizon of bare rooms, the timing of a stalled
+SSE reader's drop, the default connections per client, /v1/models refusals that never reach the
 upstream, and the issue's own load-test commands against a real ``fanout serve``.
 
 Different source addresses in 127.0.0.0/8 stand in for different clients and for the proxy.
@@ -68,9 +69,12 @@ async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 async def test_ten_clients_sending_one_prompt_id_at_once_get_one_turn_and_no_rate_limit(
     make_server: ServerFactory, upstream: FakeUpstream, from_address: Sessions
 ) -> None:
-    """Ten WebSocket clients of one principal send the same prompt id at once, on a budget
-    of one, while the turn streams: one turn.start each, one upstream stream, no error for
-    the id; a fresh id from each is then rate_limited (the budget really is one)."""
+    """Ten WebSocket clients sending one prompt id at once get one turn.
+
+    Ten WebSocket clients of one principal send the same prompt id at once, on a budget of one,
+    while the turn streams: one turn.start each, one upstream stream, no error for the id; a fresh
+    id from each is then rate_limited (the budget really is one).
+    """
     upstream.always(Script(chunks=text_stream(ANSWER), gap=0.2))
     server = await make_server(limits__prompt_burst=1, limits__prompts_per_minute=1)
     session = from_address("127.0.0.2")
@@ -95,8 +99,11 @@ async def test_ten_clients_sending_one_prompt_id_at_once_get_one_turn_and_no_rat
 async def test_replays_never_spend_the_prompt_budget(
     make_server: ServerFactory, upstream: FakeUpstream, session: aiohttp.ClientSession
 ) -> None:
-    """On a budget of two: a prompt, five POST replays and five WebSocket replays of it, then
-    a fresh prompt still gets 202 (the replays spent nothing), and the next is 429."""
+    """On a budget of two.
+
+    A prompt, five POST replays and five WebSocket replays of it, then a fresh prompt still gets 202
+    (the replays spent nothing), and the next is 429.
+    """
     server = await make_server(limits__prompt_burst=2, limits__prompts_per_minute=1)
     watcher = await viewer(session, server, "never")
     status, first = await post_prompt(session, server, "never", id="x")
@@ -124,9 +131,11 @@ async def test_replays_never_spend_the_prompt_budget(
 async def test_with_no_trusted_proxies_forwarded_headers_change_nothing(
     make_server: ServerFactory, from_address: Sessions
 ) -> None:
-    """server.trusted_proxies is empty by default: X-Forwarded-For / Forwarded give a client
-    no other prompt budget or connection count, and X-Forwarded-Proto / -Host no other Host
-    or own origin."""
+    """server.trusted_proxies is empty by default.
+
+    X-Forwarded-For / Forwarded give a client no other prompt budget or connection count, and
+    X-Forwarded-Proto / -Host no other Host or own origin.
+    """
     server = await make_server(
         limits__prompt_burst=1,
         limits__prompts_per_minute=1,
@@ -173,8 +182,10 @@ async def test_with_no_trusted_proxies_forwarded_headers_change_nothing(
 async def test_a_trusted_proxy_counts_sse_connections_per_forwarded_client(
     make_server: ServerFactory, from_address: Sessions
 ) -> None:
-    """Behind the proxy each client's SSE streams count against its own address (503 past
-    one)."""
+    """Behind the proxy each client's SSE streams count against its own address.
+
+    (503 past one).
+    """
     server = await make_server(
         server__trusted_proxies=[PROXY], limits__max_connections_per_client=1
     )
@@ -198,8 +209,10 @@ async def test_a_trusted_proxy_counts_sse_connections_per_forwarded_client(
 async def test_a_get_with_a_foreign_origin_is_refused_and_creates_no_room(
     server: TestServer, session: aiohttp.ClientSession
 ) -> None:
-    """A web page's GET /api/rooms/{room} (its Origin is foreign) is 403 and takes no room
-    slot; the server's own origin gets the snapshot."""
+    """A web page's GET /api/rooms/{room} (its Origin is foreign) is 403 and takes no room slot.
+
+    The server's own origin gets the snapshot.
+    """
     url = server.make_url("/api/rooms/slot-1")
     async with session.get(url, headers={"Origin": "https://evil.example"}) as resp:
         assert resp.status == 403
@@ -214,8 +227,11 @@ async def test_a_get_with_a_foreign_origin_is_refused_and_creates_no_room(
 async def test_room_creation_is_budgeted_per_token_sub_on_every_path(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """Token mode: the room budget is the token's sub. Past it, a new room is 429 by GET,
-    POST prompt, the tap, SSE and the WebSocket; another sub on the same address is not."""
+    """Token mode: the room budget is the token's sub.
+
+    Past it, a new room is 429 by GET, POST prompt, the tap, SSE and the WebSocket; another sub on
+    the same address is not.
+    """
     server = await make_server(auth__mode="token", limits__room_burst=2, limits__rooms_per_minute=1)
     ann, ben = _bearer("ann"), _bearer("ben")
     for name in ("n1", "n2"):
@@ -248,9 +264,11 @@ async def test_room_creation_is_budgeted_per_token_sub_on_every_path(
 async def test_a_bare_get_room_is_forgotten_within_a_minute_by_default(
     server: TestServer, session: aiohttp.ClientSession
 ) -> None:
-    """With the default settings a room made by a bare GET goes within a minute: its forget
-    horizon plus the sweeper's period (read from the running sweeper) is at most 60 s, and
-    the hub forgets it at that horizon, not before."""
+    """With the default settings a room made by a bare GET goes within a minute.
+
+    Its forget horizon plus the sweeper's period (read from the running sweeper) is at most 60 s,
+    and the hub forgets it at that horizon, not before.
+    """
     async with session.get(server.make_url("/api/rooms/bare")) as resp:
         assert resp.status == 200
     hub = server.app[HUB]
@@ -273,8 +291,10 @@ async def test_a_bare_get_room_is_forgotten_within_a_minute_by_default(
 async def test_a_watched_room_nothing_happened_in_stays_until_its_viewer_leaves(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """A seq-0 room with a viewer is not forgotten however long it waits; once the viewer
-    leaves it goes like a bare one."""
+    """A seq-0 room with a viewer is not forgotten however long it waits.
+
+    Once the viewer leaves it goes like a bare one.
+    """
     server = await make_server(rooms__empty_forget_seconds=0.3)
     hub = server.app[HUB]
     watcher = await viewer(session, server, "watched")
@@ -303,9 +323,12 @@ def _small_receive_buffer(addr_info: Any) -> socket.socket:
 async def test_a_stalled_sse_reader_is_dropped_after_close_timeout_not_before(
     make_server: ServerFactory, upstream: FakeUpstream, session: aiohttp.ClientSession
 ) -> None:
-    """An SSE reader that never reads its join burst (ten times limits.outbox_bytes) stays
-    for limits.close_timeout_seconds and is dropped soon after, in a room where nothing
-    happens (the keep-alive is far off, so only the stall watch can drop it)."""
+    """An SSE reader stalled on its join burst is dropped after close_timeout, not before.
+
+    An SSE reader that never reads its join burst (ten times limits.outbox_bytes) stays for
+    limits.close_timeout_seconds and is dropped soon after, in a room where nothing happens (the
+    keep-alive is far off, so only the stall watch can drop it).
+    """
     close_timeout = 1.5
     server = await make_server(
         limits__outbox_bytes=64 * 1024,
@@ -334,8 +357,11 @@ async def test_a_stalled_sse_reader_is_dropped_after_close_timeout_not_before(
 async def test_the_default_connection_limit_is_256_per_client_address(
     server: TestServer, from_address: Sessions
 ) -> None:
-    """Default settings: 256 WebSocket connections from one address are welcome, the 257th
-    is closed with 4503; another address still gets in."""
+    """Default settings.
+
+    256 WebSocket connections from one address are welcome, the 257th is closed with 4503; another
+    address still gets in.
+    """
     mine = from_address("127.0.0.2")
     url = ws_url(server, "many")
     sockets: list[aiohttp.ClientWebSocketResponse] = []
@@ -363,8 +389,11 @@ async def test_the_default_connection_limit_is_256_per_client_address(
 
 
 async def test_models_refusals_never_reach_the_upstream(make_server: ServerFactory) -> None:
-    """Token mode: no token, a bad one, a viewer or another room is refused without any
-    request to the upstream; a publisher's request reaches it once, with the server's key."""
+    """Token mode: only a publisher's tap request reaches the upstream.
+
+    Token mode: no token, a bad one, a viewer or another room is refused without any request to the
+    upstream; a publisher's request reaches it once, with the server's key.
+    """
     seen: list[str | None] = []
 
     async def models(request: web.Request) -> web.Response:
@@ -409,9 +438,12 @@ def _free_port() -> int:
 async def test_fanout_serve_with_defaults_passes_the_issues_loadtest_commands(
     tmp_path: Path,
 ) -> None:
-    """`fanout serve` with no settings at all (demo mode, config.toml's defaults), then
-    `fanout loadtest --subscribers 100 --rooms 10 --prompts 2` and `fanout loadtest --rooms 20
-    --prompts 3`, back to back against the same server: both exit 0 and check OK."""
+    """`fanout serve` with no settings passes both loadtest commands of the issue.
+
+    `fanout serve` with no settings at all (demo mode, config.toml's defaults), then `fanout
+    loadtest --subscribers 100 --rooms 10 --prompts 2` and `fanout loadtest --rooms 20 --prompts 3`,
+    back to back against the same server: both exit 0 and check OK.
+    """
     port = _free_port()
     env = {
         k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY" and not k.startswith("FANOUT_")

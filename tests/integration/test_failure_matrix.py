@@ -24,7 +24,7 @@ def error(status: int, code: str, **headers: str) -> Script:
 def sequence(upstream: FakeUpstream, *scripts: Script) -> None:
     """Answer the n-th request with the n-th script (the last one after that)."""
 
-    def pick(body: dict[str, Any]) -> Script:
+    def pick(_body: dict[str, Any]) -> Script:
         return scripts[min(len(upstream.requests), len(scripts)) - 1]
 
     upstream.script_for = pick

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from .conftest import viewer
@@ -159,8 +160,9 @@ async def test_same_prompt_id_starts_no_second_stream(
     await a.close()
 
 
+@pytest.mark.usefixtures("upstream")
 async def test_resume_after_the_log_is_gone_gets_a_snapshot(
-    make_server: object, upstream: FakeUpstream, session: aiohttp.ClientSession
+    make_server: object, session: aiohttp.ClientSession
 ) -> None:
     """A resume from before the retained log falls back to recovered:false and a snapshot."""
     server = await make_server(rooms__retained_events=4)  # type: ignore[operator]

@@ -1,5 +1,8 @@
-"""Hostile client input at every edge: each is refused (or read) cleanly, nothing is logged
-with a traceback, and the room it touched still welcomes a viewer and completes a prompt."""
+"""Hostile client input at every edge.
+
+Each is refused (or read) cleanly, nothing is logged with a traceback, and the room it touched still
+welcomes a viewer and completes a prompt.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +37,12 @@ async def room_is_healthy(
     room: str,
     upstream: FakeUpstream | None = None,
 ) -> None:
-    """Once ``room``'s turns have ended, a new viewer gets welcome + snapshot and a new prompt
-    completes: ``assert_room_healthy`` on the fake upstream; on another upstream (the mock),
-    the same check without comparing the answer's text."""
+    """Assert that ``room`` still welcomes a viewer and completes a prompt.
+
+    Once ``room``'s turns have ended, a new viewer gets welcome + snapshot and a new prompt
+    completes: ``assert_room_healthy`` on the fake upstream; on another upstream (the mock), the
+    same check without comparing the answer's text.
+    """
     async with asyncio.timeout(TIMEOUT):
         idle = await viewer(session, server, room)
         await idle.wait(lambda v: all(t.end is not None for t in v.turns.values()))
@@ -96,8 +102,10 @@ async def test_post_prompt_with_bad_text_is_400_and_the_room_goes_on(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """A lone surrogate or non-finite number in a POSTed prompt is 400 bad_request naming the
-    field; no upstream request, no traceback, and the room works after."""
+    """A lone surrogate or non-finite number in a POSTed prompt is 400 bad_request naming the field.
+
+    No upstream request, no traceback, and the room works after.
+    """
     resp = await session.post(
         server.make_url("/api/rooms/victim/prompts"),
         data=body.encode(),
@@ -138,8 +146,11 @@ async def test_frame_with_bad_text_gets_bad_request_and_the_socket_lives(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """A frame holding a lone surrogate (its id included) or NaN gets a bad_request error frame
-    naming the field, ``ref`` only for a valid id; the same socket then prompts fine."""
+    """A frame with a lone surrogate or NaN gets bad_request; the socket goes on.
+
+    A frame holding a lone surrogate (its id included) or NaN gets a bad_request error frame naming
+    the field, ``ref`` only for a valid id; the same socket then prompts fine.
+    """
     v = await viewer(session, server, "frames")
     await v.send(frame)
     await v.wait(lambda v: bool(v.errors))
@@ -287,8 +298,10 @@ async def test_since_that_int_would_choke_on_is_400(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """``since=²``, another script's digit or 5,000 digits: 400 bad_request before the upgrade,
-    never a 500."""
+    """``since=²``, another script's digit or 5,000 digits.
+
+    400 bad_request before the upgrade, never a 500.
+    """
     url = ws_url(server, "since") + f"?epoch=e1&since={since}"
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await session.ws_connect(url)
@@ -318,8 +331,10 @@ async def test_last_event_id_of_another_shape_is_no_resume(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """A Last-Event-ID (header or query) whose seq is not 1-18 ASCII digits is no resume: the
-    stream starts recovered:false with a snapshot, never a 500."""
+    """A Last-Event-ID (header or query) whose seq is not 1-18 ASCII digits is no resume.
+
+    The stream starts recovered:false with a snapshot, never a 500.
+    """
     sse = SSEViewer(session, str(server.make_url("/api/rooms/lei/events")))
     async with asyncio.timeout(TIMEOUT):
         await sse.connect(query, last_event_id=header)

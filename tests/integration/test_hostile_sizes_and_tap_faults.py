@@ -51,8 +51,10 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def server_problems(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Records of the servers under test (not the fake upstream's) that are ERROR or carry a
-    traceback."""
+    """Records of the servers under test that are ERROR or carry a traceback.
+
+    (not the fake upstream's) that are ERROR or carry a traceback.
+    """
     return [r.getMessage() for r in ours(caplog) if r.exc_info or r.levelno >= logging.ERROR]
 
 
@@ -77,9 +79,11 @@ async def watch_healthz(
 
 
 def long_line(prefix: str, mib: int, suffix: str = "") -> list[Any]:
-    """``prefix``, ``mib`` MiB of spaces and ``suffix``, with no line break at all: one line of
-    the upstream's stream, written 16 KiB at a time (so the server reads it in many small
-    pieces, as from a real network; the pieces are one shared string, never joined here)."""
+    """``prefix``, ``mib`` MiB of spaces and ``suffix``, with no line break at all.
+
+    One line of the upstream's stream, written 16 KiB at a time (so the server reads it in many
+    small pieces, as from a real network; the pieces are one shared string, never joined here).
+    """
     piece = " " * (16 * 1024)
     pieces = [piece] * (mib * MIB // len(piece))
     return [prefix, *pieces, suffix] if suffix else [prefix, *pieces]
@@ -88,9 +92,12 @@ def long_line(prefix: str, mib: int, suffix: str = "") -> list[Any]:
 async def prompt_and_watch_healthz(
     session: aiohttp.ClientSession, server: TestServer, room: str
 ) -> dict[str, Any]:
-    """Prompt ``room`` and wait for the turn's end while polling /healthz (which must answer
-    while the line streams); the turn.end frame. How fast is bench/long_line.py's question:
-    the tests assert no timings."""
+    """Prompt ``room`` and return its turn.end frame, polling /healthz meanwhile.
+
+    Prompt ``room`` and wait for the turn's end while polling /healthz (which must answer while the
+    line streams); the turn.end frame. How fast is bench/long_line.py's question: the tests assert
+    no timings.
+    """
     took: list[float] = []
     stop = asyncio.Event()
     async with asyncio.timeout(TIMEOUT):
@@ -116,9 +123,11 @@ async def test_a_100_mb_line_without_a_newline_fails_bad_chunk_and_healthz_answe
     logs: pytest.LogCaptureFixture,
 ) -> None:
     """Issue: one 100 MB ``data:`` line without a newline took 227 s and held /healthz at 3.5 s.
+
     With the default line limit (8 MiB) the turn ends ``failed`` / ``bad_chunk`` after the text
-    before it, the server stops reading long before the 100 MB are written, and /healthz
-    answers all along."""
+    before it, the server stops reading long before the 100 MB are written, and /healthz answers all
+    along.
+    """
     upstream.always(
         Script(
             chunks=[role(), chunk("Hello"), *long_line("data: ", 100)],
@@ -146,11 +155,14 @@ async def test_an_unlimited_64_mb_line_is_decoded_whole(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """With ``max_line_bytes = 0`` a 64 MB line (a chunk padded with spaces, then the body ends
-    without any line break), read 16 KiB at a time, is kept whole and decoded once: the turn
-    completes with its text and /healthz answers meanwhile. (The quadratic decoder, which
-    copied and searched the whole unfinished line on every read, took about 20 s here, past
-    the test's timeout; bench/long_line.py measures the decoder's time per size.)"""
+    """With ``max_line_bytes = 0`` a 64 MB line is kept whole and decoded once.
+
+    With ``max_line_bytes = 0`` a 64 MB line (a chunk padded with spaces, then the body ends without
+    any line break), read 16 KiB at a time, is kept whole and decoded once: the turn completes with
+    its text and /healthz answers meanwhile. (The quadratic decoder, which copied and searched the
+    whole unfinished line on every read, took about 20 s here, past the test's timeout;
+    bench/long_line.py measures the decoder's time per size.)
+    """
     server = await make_server(upstream__max_line_bytes=0)
     tail = json.dumps(chunk("Hello", finish="stop"))[1:]  # the object without its opening brace
     upstream.always(Script(chunks=[role(), *long_line("data: {", 64, tail)], gap=0.0, split=False))
@@ -194,10 +206,12 @@ async def test_a_huge_answer_keeps_the_room_within_its_byte_budget(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue: one 20 MB answer cost 282 MB of RSS, the room bounded by counts only. Scaled down
-    (a 3 MB answer, max_room_bytes of 1 MB): while it streams and after, the resume log (room
-    and broker) holds at most the budget; the newest turn stays whole; a resume from before it
-    gets a snapshot instead of the forgotten events; the room goes on."""
+    """Issue: one 20 MB answer cost 282 MB of RSS, the room bounded by counts only.
+
+    Scaled down (a 3 MB answer, max_room_bytes of 1 MB): while it streams and after, the resume log
+    (room and broker) holds at most the budget; the newest turn stays whole; a resume from before it
+    gets a snapshot instead of the forgotten events; the room goes on.
+    """
     server = await make_server(rooms__max_room_bytes=BUDGET)
     room = "huge"
     watcher = await viewer(session, server, room)
@@ -244,13 +258,15 @@ async def test_after_a_1_mb_answer_the_next_ten_prompts_work(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue: after one 1 MB answer the next 10 prompts all failed (the history sent upstream
-    had no bound). With the default history_bytes (256 KiB) each of the ten goes upstream
-    without the 1 MB answer, within the budget, and completes; a new viewer then joins and
-    prompts."""
+    """Issue: after one 1 MB answer the next 10 prompts all failed.
+
+    Issue: after one 1 MB answer the next 10 prompts all failed (the history sent upstream had no
+    bound). With the default history_bytes (256 KiB) each of the ten goes upstream without the 1 MB
+    answer, within the budget, and completes; a new viewer then joins and prompts.
+    """
     room = "history"
     answers: Iterator[list[str]] = iter([["z" * PIECE] * 10, *[[f"short {i}"] for i in range(10)]])
-    upstream.script_for = lambda body: Script(chunks=text_stream(next(answers)), split=False)
+    upstream.script_for = lambda _body: Script(chunks=text_stream(next(answers)), split=False)
     watcher = await viewer(session, server, room)
     url = server.make_url(f"/api/rooms/{room}/prompts")
     async with asyncio.timeout(TIMEOUT):
@@ -302,8 +318,10 @@ async def test_bad_text_in_a_streaming_tap_body_is_400_not_an_empty_200(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue: these were a streaming 200 with an empty body. Now 400 bad_request JSON naming the
-    field, before any upstream request; the room goes on."""
+    """Issue: these were a streaming 200 with an empty body.
+
+    Now 400 bad_request JSON naming the field, before any upstream request; the room goes on.
+    """
     async with asyncio.timeout(TIMEOUT):
         resp = await session.post(
             server.make_url("/v1/chat/completions"),
@@ -331,9 +349,11 @@ async def test_a_tap_turn_that_fails_internally_is_500_not_a_200(
     session: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue: an internal failure was a 200 with ``choices: []`` or an empty streaming 200. A
-    fault while the turn streams ends it ``failed`` / ``internal_error``; the tap's caller gets
-    500 with that error JSON, streaming or not; the room goes on."""
+    """Issue: an internal failure was a 200 with ``choices: []`` or an empty streaming 200.
+
+    A fault while the turn streams ends it ``failed`` / ``internal_error``; the tap's caller gets
+    500 with that error JSON, streaming or not; the room goes on.
+    """
     original = RoomState.feed_many
     raised = 0
 

@@ -1,7 +1,7 @@
-"""An upstream cannot poison a room: what it sends is repaired or ends the turn; the room goes on.
+r"""An upstream cannot poison a room: what it sends is repaired or ends the turn; the room goes on.
 
 Each case streams through the real SDK path from the fake upstream. Lone surrogates (the JSON
-escape ``\\ud800``) become U+FFFD wherever they are, non-finite usage numbers are dropped, and a
+escape ``\ud800``) become U+FFFD wherever they are, non-finite usage numbers are dropped, and a
 line past ``upstream.max_line_bytes`` fails the turn with ``bad_chunk``. For every case: viewers
 get ``turn.start`` and ``turn.end``, the text rebuilt from the deltas is the snapshot's, nothing
 is logged with a traceback, and the room then accepts a new viewer and completes a new prompt.
@@ -42,7 +42,7 @@ def spliced(obj: dict[str, Any], marks: dict[str, str]) -> str:
 
 
 def lone(obj: dict[str, Any]) -> str:
-    """``obj`` as an SSE event with every ``@LONE@`` written as the escape ``\\ud800``."""
+    r"""``obj`` as an SSE event with every ``@LONE@`` written as the escape ``\ud800``."""
     return spliced(obj, {"@LONE@": LONE})
 
 

@@ -1,5 +1,7 @@
-"""``fanout loadtest`` against a real fanout server on loopback fed by the fake upstream:
-the report, its files, slow readers that get 4000 and resume, refusals and failures."""
+"""``fanout loadtest`` against a real fanout server on loopback fed by the fake upstream.
+
+The report, its files, slow readers that get 4000 and resume, refusals and failures.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +42,10 @@ async def _run(**options: Any) -> tuple[loadtest.LoadtestResult, str, str]:
 async def test_twenty_subscribers_two_rooms_two_prompts_pass_with_sane_numbers(
     server: TestServer, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    """20 subscribers over 2 rooms, 2 prompts each: exit 0, every number accounted for, and
-    the JSON and HTML reports written."""
+    """20 subscribers over 2 rooms, 2 prompts each.
+
+    Exit 0, every number accounted for, and the JSON and HTML reports written.
+    """
     result, out, _ = await _run(
         url=_url(server),
         subscribers=20,
@@ -84,8 +88,11 @@ BIG = [f"<{i:04d}>" + "y" * 4090 for i in range(160)]
 async def test_slow_readers_are_closed_with_4000_resume_and_still_pass(
     make_server: ServerFactory, upstream: FakeUpstream
 ) -> None:
-    """With --slow-fraction, stalled readers are closed with 4000, resume with epoch/since,
-    end with the exact text, and the run still exits 0."""
+    """With --slow-fraction, stalled readers get 4000, resume and end exact.
+
+    With --slow-fraction, stalled readers are closed with 4000, resume with epoch/since, end with
+    the exact text, and the run still exits 0.
+    """
     upstream.always(Script(chunks=text_stream(BIG), gap=0, split=False))
     server = await make_server(
         limits__outbox_bytes=16 * 1024,
@@ -211,7 +218,7 @@ async def test_a_remote_target_exits_2_without_connecting(
 ) -> None:
     """http://example.com without --allow-remote: exit 2, and no HTTP session is even made."""
 
-    def no_session(*args: Any, **kwargs: Any) -> None:
+    def no_session(*_args: Any, **_kwargs: Any) -> None:
         raise AssertionError("a connection was attempted")
 
     monkeypatch.setattr(aiohttp, "ClientSession", no_session)
@@ -264,8 +271,11 @@ async def test_python_m_server_loadtest_runs_against_a_real_server(
 async def test_the_load_tester_passes_against_a_default_server(
     server: TestServer, upstream: FakeUpstream, rooms: int, prompts: int
 ) -> None:
-    """`fanout loadtest --rooms 20 --prompts 3` (and `--rooms 10 --prompts 2`), 100
-    subscribers from one address, pass against the default limits: no 429, no 4503."""
+    """The issue's loadtest commands pass against the default limits.
+
+    `fanout loadtest --rooms 20 --prompts 3` (and `--rooms 10 --prompts 2`), 100 subscribers from
+    one address, pass against the default limits: no 429, no 4503.
+    """
     result, out, _ = await _run(
         url=_url(server), subscribers=100, rooms=rooms, prompts=prompts, duration=60
     )

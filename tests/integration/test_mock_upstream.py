@@ -206,7 +206,7 @@ async def test_include_usage(
 
 
 async def test_non_stream_completion(client: openai.AsyncOpenAI) -> None:
-    """stream absent: one chat.completion with the answer of the last user message and usage."""
+    """Without ``stream``: one chat.completion answering the last user message, with usage."""
     messages: list[Any] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "An earlier question"},
@@ -579,7 +579,8 @@ async def test_client_disconnect_counted(
     assert (stats.requests, stats.disconnects) == (1, 1)
 
 
-async def test_unpaced_answer_is_fast(mock: Mock, client: openai.AsyncOpenAI) -> None:
+@pytest.mark.usefixtures("mock")
+async def test_unpaced_answer_is_fast(client: openai.AsyncOpenAI) -> None:
     """tokens_per_second=0 and ttft=0: a whole streamed answer arrives at once."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(TIMEOUT):
@@ -592,7 +593,7 @@ async def test_unpaced_answer_is_fast(mock: Mock, client: openai.AsyncOpenAI) ->
 
 
 async def test_ttft_and_pacing(start_mock: MockFactory) -> None:
-    """ttft delays the first token and tokens_per_second spaces the rest out."""
+    """The ttft option delays the first token and tokens_per_second spaces the rest out."""
     ttft, tps, count = 0.2, 100.0, 10
     mock = await start_mock(tokens_per_second=tps, ttft=ttft)
     loop = asyncio.get_running_loop()

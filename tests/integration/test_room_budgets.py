@@ -19,7 +19,7 @@ async def test_a_huge_answer_does_not_make_later_prompts_too_long(
     server = await make_server()
     watcher = await viewer(session, server, "big")
     answers = iter([["x" * 100_000] * (BIG // 100_000), ["short"], ["again"]])
-    upstream.script_for = lambda body: Script(chunks=text_stream(next(answers)), split=False)
+    upstream.script_for = lambda _body: Script(chunks=text_stream(next(answers)), split=False)
     url = server.make_url("/api/rooms/big/prompts")
     for i in range(3):
         async with session.post(url, json={"content": f"prompt {i}"}) as response:
@@ -57,7 +57,7 @@ async def test_a_room_keeps_its_newest_turn_within_its_byte_budget(
     """Past max_room_bytes the oldest turns leave the snapshot; the newest one stays whole."""
     server = await make_server(rooms__max_room_bytes=150_000)
     watcher = await viewer(session, server, "kept")
-    upstream.script_for = lambda body: Script(chunks=text_stream(["y" * 50_000] * 2), split=False)
+    upstream.script_for = lambda _body: Script(chunks=text_stream(["y" * 50_000] * 2), split=False)
     url = server.make_url("/api/rooms/kept/prompts")
     for i in range(3):
         async with session.post(url, json={"content": f"p{i}"}) as response:

@@ -73,7 +73,7 @@ class Recorder:
         self.pos = 0
         self.got: list[dict[str, Any]] = []
 
-    def send(self, msg: ServerMessage, data: bytes) -> None:
+    def send(self, _msg: ServerMessage, data: bytes) -> None:
         self.got.append(json.loads(data))
 
 
@@ -83,8 +83,10 @@ def delta(seq: int, text: str) -> Delta:
 
 
 async def test_what_arrives_mid_round_reaches_the_rest_merged_and_the_first_next() -> None:
-    """Subscribers the round has passed get a new event in the next round; the others get it
-    merged with what they were due, in this round."""
+    """Subscribers the round has passed get a new event in the next round.
+
+    The others get it merged with what they were due, in this round.
+    """
     room = Room(RoomState(RoomName("r"), "e", RoomLimits(), ()), Hub(RoomLimits(), HubLimits(), ()))
     subs = [Recorder() for _ in range(5)]
     room.subscribers.update(subs)  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ def _start(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def test_sigterm_mid_stream_ends_the_turn_closes_1001_and_exits(tmp_path: Path) -> None:
+async def test_sigterm_mid_stream_ends_the_turn_closes_1001_and_exits() -> None:
     """SIGTERM: viewers get turn.end (truncated) then close 1001; the process exits soon, 0."""
     port = _free_port()
     env = {

@@ -1,5 +1,8 @@
-"""Slow consumers: a stalled reader is closed with 4000 and cut off, a slow one gets merged
-deltas, both rebuild the exact text (after a resume), and the others never wait for them."""
+"""Slow consumers.
+
+A stalled reader is closed with 4000 and cut off, a slow one gets merged deltas, both rebuild the
+exact text (after a resume), and the others never wait for them.
+"""
 
 from __future__ import annotations
 
@@ -57,8 +60,11 @@ def _small_receive_buffer(addr_info: Any) -> socket.socket:
 
 @pytest.fixture
 async def tight() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session whose sockets have a small receive buffer, so a reader that stops
-    reading backs the server up at once (the kernel would otherwise absorb megabytes)."""
+    """A client session whose sockets have a small receive buffer.
+
+    So a reader that stops reading backs the server up at once (the kernel would otherwise absorb
+    megabytes).
+    """
     connector = aiohttp.TCPConnector(socket_factory=_small_receive_buffer)
     async with aiohttp.ClientSession(connector=connector) as s:
         yield s
@@ -89,8 +95,11 @@ def big_answer(upstream: FakeUpstream) -> None:
 async def test_stalled_reader_is_closed_with_4000_and_cut_off_while_others_go_on(
     make_server: ServerFactory, session: aiohttp.ClientSession, tight: aiohttp.ClientSession
 ) -> None:
-    """A reader that never reads is closed (4000, then aborted) in bounded time, its backlog
-    never past the limit; the other viewers rebuild the exact text meanwhile."""
+    """A reader that never reads is closed in bounded time; the others go on.
+
+    A reader that never reads is closed (4000, then aborted) in bounded time, its backlog never past
+    the limit; the other viewers rebuild the exact text meanwhile.
+    """
     server = await make_server(**SLOW_SERVER, limits__close_timeout_seconds=0.3)
     a = await viewer(session, server, "stall")
     b = await viewer(session, server, "stall")
@@ -149,8 +158,10 @@ async def test_slow_reader_gets_merged_deltas_and_the_exact_text(
 async def test_after_4000_a_resume_recovers_the_exact_text(
     make_server: ServerFactory, session: aiohttp.ClientSession, tight: aiohttp.ClientSession
 ) -> None:
-    """A reader too far behind sees close 4000 when it reads again; its resume is recovered
-    (the replay is exempt from the limit) and ends with the exact text."""
+    """A reader too far behind sees close 4000 when it reads again.
+
+    Its resume is recovered (the replay is exempt from the limit) and ends with the exact text.
+    """
     server = await make_server(**SLOW_SERVER, limits__close_timeout_seconds=10.0)
     fast = await viewer(session, server, "resume")
     slow = _paused(tight, server, "resume")
@@ -183,8 +194,11 @@ async def test_a_big_snapshot_does_not_count_against_the_limit(
     session: aiohttp.ClientSession,
     tight: aiohttp.ClientSession,
 ) -> None:
-    """A snapshot larger than the outbox limit, still stuck in the socket when live events
-    come, does not get its viewer closed: the join burst is exempt from the limit."""
+    """A join burst larger than the outbox limit does not get its viewer closed.
+
+    A snapshot larger than the outbox limit, still stuck in the socket when live events come, does
+    not get its viewer closed: the join burst is exempt from the limit.
+    """
     upstream.always(Script(chunks=text_stream(PIECES), gap=0, split=False))
     server = await make_server(**SLOW_SERVER)
     first = await viewer(session, server, "big")

@@ -1,6 +1,9 @@
-"""Readers that stop reading are dropped (SSE and WebSocket, the join burst included), SSE
-keep-alives that cannot be written drop the stream, token expiry ends SSE streams, and SSE
-connections per client address are bounded."""
+"""Liveness: readers that stop reading, SSE keep-alives, token expiry, connection caps.
+
+Readers that stop reading are dropped (SSE and WebSocket, the join burst included), SSE keep-alives
+that cannot be written drop the stream, token expiry ends SSE streams, and SSE connections per
+client address are bounded.
+"""
 
 from __future__ import annotations
 
@@ -79,9 +82,12 @@ async def test_a_stalled_sse_reader_of_a_big_snapshot_is_dropped(
     session: aiohttp.ClientSession,
     tight: aiohttp.ClientSession,
 ) -> None:
-    """An SSE reader that never reads its join burst is dropped once it sat past the outbox
-    limit for close_timeout_seconds, in a room where nothing else happens; a reader that
-    reads the same snapshot stays."""
+    """An SSE reader stalled on its join burst is dropped; one that reads stays.
+
+    An SSE reader that never reads its join burst is dropped once it sat past the outbox limit for
+    close_timeout_seconds, in a room where nothing else happens; a reader that reads the same
+    snapshot stays.
+    """
     server = await make_server(**STALL)
     await _big_room(server, upstream, session, "big")
     stalled = await tight.get(sse_url(server, "big"))  # headers read, the body never
@@ -124,8 +130,10 @@ async def test_an_sse_keepalive_that_cannot_be_written_drops_the_stream(
     session: aiohttp.ClientSession,
     tight: aiohttp.ClientSession,
 ) -> None:
-    """With no outbox limit at all, a reader that stops reading is still dropped: its
-    keep-alive cannot be written within server.sse_write_timeout_seconds."""
+    """With no outbox limit at all, a reader that stops reading is still dropped.
+
+    Its keep-alive cannot be written within server.sse_write_timeout_seconds.
+    """
     server = await make_server(
         limits__outbox_bytes=0,
         limits__send_buffer_bytes=4096,
@@ -145,8 +153,11 @@ async def test_an_sse_keepalive_that_cannot_be_written_drops_the_stream(
 async def test_token_expiry_ends_an_sse_stream_with_unauthorized(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """When its token expires an SSE stream gets an ``error`` event ``unauthorized`` and
-    ends (the WebSocket's 4500)."""
+    """An SSE stream whose token expires gets ``unauthorized`` and ends.
+
+    When its token expires an SSE stream gets an ``error`` event ``unauthorized`` and ends (the
+    WebSocket's 4500).
+    """
     server = await make_server(auth__mode="token")
     token = mint_token(AUTH_SECRET, "exp", "viewer", 1)
     sse = await SSEViewer(session, sse_url(server, "exp")).connect(f"?token={token}")
@@ -162,8 +173,10 @@ async def test_token_expiry_ends_an_sse_stream_with_unauthorized(
 async def test_sse_connections_are_bounded_per_client_address(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """Past limits.max_connections_per_client an address gets 503 before the stream; another
-    address does not."""
+    """Past limits.max_connections_per_client an address gets 503 before the stream.
+
+    Another address does not.
+    """
     server = await make_server(limits__max_connections_per_client=2)
     mine = [await SSEViewer(session, sse_url(server, "c")).connect() for _ in range(2)]
     async with session.get(sse_url(server, "c")) as resp:

@@ -1,5 +1,8 @@
-"""Found by an attacker's review: a cancel racing its runner, a tap caller that stops reading,
-repeated X-Forwarded-* lines, and a client's own X-Forwarded-For behind an RFC 7239 proxy."""
+"""Found by an attacker's review.
+
+A cancel racing its runner, a tap caller that stops reading, repeated X-Forwarded-* lines, and a
+client's own X-Forwarded-For behind an RFC 7239 proxy.
+"""
 
 from __future__ import annotations
 
@@ -60,10 +63,12 @@ async def test_cancel_while_the_runner_is_between_chunks_is_not_an_internal_erro
     session: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A cancel whose turn.end is still being stored when the upstream's next bytes arrive:
-    the runner sees the turn ended and returns; hub._turn_done still finds the fence held
-    (the cancel's commit has not returned), logs ERROR "left unended by its runner" and
-    _abandon releases the lease under the cancel, whose append is then Fenced."""
+    """A cancel whose turn.end is still being stored when the upstream's next bytes arrive.
+
+    The runner sees the turn ended and returns; hub._turn_done still finds the fence held (the
+    cancel's commit has not returned), logs ERROR "left unended by its runner" and _abandon releases
+    the lease under the cancel, whose append is then Fenced.
+    """
     upstream.always(Script(chunks=[chunk("Hello"), *text_stream(ANSWER)], gap=0.0, split=False))
     upstream.release.clear()  # one chunk, then the upstream waits
     v = await viewer(session, slow_server, "race")
@@ -103,11 +108,13 @@ async def test_a_tap_caller_that_stops_reading_is_dropped(
     session: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A streaming tap caller that never reads: once the socket is full the relay's
-    response.write() waits for a drain that never comes. SSE drops such a reader after
-    server.sse_write_timeout_seconds; the tap has no timeout, so its handler, its connection
-    and the relay queue (the rest of the answer) are held forever, past the turn's end, and
-    the tap is not counted against limits.max_connections_per_client."""
+    """A streaming tap caller that never reads.
+
+    Once the socket is full the relay's response.write() waits for a drain that never comes. SSE
+    drops such a reader after server.sse_write_timeout_seconds; the tap has no timeout, so its
+    handler, its connection and the relay queue (the rest of the answer) are held forever, past the
+    turn's end, and the tap is not counted against limits.max_connections_per_client.
+    """
     caplog.set_level(logging.INFO, logger="aiohttp.access")
     piece = "x" * 65_536
     upstream.always(Script(chunks=text_stream([piece] * 96), gap=0.0, split=False))  # 6 MiB
@@ -165,11 +172,13 @@ async def _raw_request(port: int, head: bytes) -> bytes:
 async def test_a_repeated_forwarded_header_is_not_an_error_log(
     make_server: ServerFactory, caplog: pytest.LogCaptureFixture, header: str
 ) -> None:
-    """Behind a trusted proxy that appends its own header line (HAProxy's option forwardfor)
-    or passes the client's X-Forwarded-Proto/-Host through, a client that sends one more
-    makes two lines. They are one list (RFC 9110): the request is served, and nothing is
-    logged at ERROR (aiohttp-remotes alone answers 400 and logs ERROR, one line per request
-    anyone can send)."""
+    """Repeated X-Forwarded-* lines from a trusted proxy are one list, not an ERROR.
+
+    Behind a trusted proxy that appends its own header line (HAProxy's option forwardfor) or passes
+    the client's X-Forwarded-Proto/-Host through, a client that sends one more makes two lines. They
+    are one list (RFC 9110): the request is served, and nothing is logged at ERROR (aiohttp-remotes
+    alone answers 400 and logs ERROR, one line per request anyone can send).
+    """
     server = await make_server(server__trusted_proxies=["127.0.0.1"])
     values = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "http"}
     values["X-Forwarded-Host"] = "127.0.0.1"
@@ -190,11 +199,13 @@ async def test_a_repeated_forwarded_header_is_not_an_error_log(
 async def test_behind_an_rfc7239_proxy_a_client_x_forwarded_for_is_not_believed(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """A trusted proxy that writes only RFC 7239 ``Forwarded`` (nginx with
-    ``proxy_set_header Forwarded``, HAProxy's option forwarded) passes the client's own
-    X-Forwarded-For through untouched. proxies.py prefers X-Forwarded-For whenever it is
-    there, so the client picks its own address: a fresh room-creation budget, prompt budget
-    and connection count per request."""
+    """Behind a Forwarded-only proxy, the client's own X-Forwarded-For is ignored.
+
+    A trusted proxy that writes only RFC 7239 ``Forwarded`` (nginx with ``proxy_set_header
+    Forwarded``, HAProxy's option forwarded) passes the client's own X-Forwarded-For through
+    untouched. proxies.py prefers X-Forwarded-For whenever it is there, so the client picks its own
+    address: a fresh room-creation budget, prompt budget and connection count per request.
+    """
     server = await make_server(
         server__trusted_proxies=["127.0.0.1"],
         server__proxy_header="forwarded",

@@ -1,5 +1,8 @@
-"""The tap tells the truth: a failed or truncated turn is never a 2xx success for its caller,
-bad input is refused before any upstream request, and the tap applies the prompt limit."""
+"""The tap tells the truth.
+
+A failed or truncated turn is never a 2xx success for its caller, bad input is refused before any
+upstream request, and the tap applies the prompt limit.
+"""
 
 from __future__ import annotations
 
@@ -72,8 +75,11 @@ async def test_non_streaming_failure_is_not_a_success(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """A non-streaming tap call whose turn fails or is truncated is 502 upstream_error with the
-    error JSON (the SDK raises), while the room shows the same outcome."""
+    """A non-streaming tap call whose turn fails or is truncated is 502.
+
+    A non-streaming tap call whose turn fails or is truncated is 502 upstream_error with the error
+    JSON (the SDK raises), while the room shows the same outcome.
+    """
     watcher = await viewer(session, mock_server, "truth")
     sdk = sdk_for(mock_server, "truth")
     try:
@@ -104,8 +110,10 @@ async def test_streaming_failure_midway_raises_in_the_sdk(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """A streamed tap answer that fails or is cut midway ends with an ``error`` data line: the
-    SDK raises after the text it got, which is the room's text."""
+    """A streamed tap answer that fails or is cut midway ends with an ``error`` data line.
+
+    The SDK raises after the text it got, which is the room's text.
+    """
     watcher = await viewer(session, mock_server, "midway")
     sdk = sdk_for(mock_server, "midway")
     pieces: list[str] = []
@@ -153,8 +161,10 @@ async def test_a_turn_that_fails_before_anything_streamed_is_a_502(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """An upstream 200 whose body is empty, starts with an error or is only [DONE]: the caller
-    gets 502 with the error JSON, streaming or not, never an empty 200."""
+    """An upstream 200 whose body is empty, starts with an error or is only [DONE].
+
+    The caller gets 502 with the error JSON, streaming or not, never an empty 200.
+    """
     upstream.always(Script(chunks=chunks))
     body = {"model": "m", "messages": MESSAGES, "stream": stream}
     status, content_type, raw = await raw_tap(session, server, "cut", body)
@@ -170,8 +180,10 @@ async def test_done_without_a_finish_reason_is_not_passed_on(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """An upstream that sends text then [DONE] with no finish_reason (truncated): the SDK caller
-    gets the text, then an error instead of the [DONE] that would end it quietly."""
+    """An upstream that sends text then [DONE] with no finish_reason (truncated).
+
+    The SDK caller gets the text, then an error instead of the [DONE] that would end it quietly.
+    """
     upstream.always(Script(chunks=[chunk("Hel"), chunk("lo"), "data: [DONE]\n\n"]))
     sdk = sdk_for(server, "done")
     pieces: list[str] = []
@@ -193,8 +205,11 @@ async def test_nothing_after_an_in_stream_error_reaches_the_caller(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """Text, an in-stream error, then more text and [DONE]: the room's turn ends at the error,
-    and so does the caller's stream (its last data line is the error, nothing after it)."""
+    """Text, an in-stream error, then more text and [DONE].
+
+    The room's turn ends at the error, and so does the caller's stream (its last data line is the
+    error, nothing after it).
+    """
     error = {"error": {"message": "overloaded", "type": "server_error"}}
     upstream.always(Script(chunks=[chunk("Hel"), error, chunk("lo"), "data: [DONE]\n\n"]))
     body = {"model": "m", "messages": MESSAGES, "stream": True}
@@ -256,8 +271,11 @@ async def test_bad_text_in_a_tap_body_is_400_naming_the_field(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """A non-finite number or a lone surrogate anywhere in a tap body is 400 bad_request naming
-    the field, before any upstream request or turn."""
+    """A non-finite number or a lone surrogate in a tap body is 400 bad_request.
+
+    A non-finite number or a lone surrogate anywhere in a tap body is 400 bad_request naming the
+    field, before any upstream request or turn.
+    """
     resp = await session.post(
         server.make_url("/v1/chat/completions"),
         data=body.encode(),
@@ -287,8 +305,11 @@ async def test_the_tap_applies_max_prompt_chars(
     session: aiohttp.ClientSession,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    """A tap prompt (last user message) over limits.max_prompt_chars (32,768) is 413 too_large,
-    as on POST .../prompts, with no upstream request."""
+    """A tap prompt over limits.max_prompt_chars is 413 too_large.
+
+    A tap prompt (last user message) over limits.max_prompt_chars (32,768) is 413 too_large, as on
+    POST .../prompts, with no upstream request.
+    """
     sdk = sdk_for(server, "limit")
     try:
         async with asyncio.timeout(TIMEOUT):

@@ -29,7 +29,7 @@ FULL = "".join(ANSWER)
 
 @pytest.fixture
 def mocked() -> Iterator[MockUpstream]:
-    """aioresponses for the upstream; requests to the fanout server pass through."""
+    """An aioresponses mock for the upstream; requests to the fanout server pass through."""
     mock = MockUpstream(passthrough=["http://127.0.0.1"])
     with mock:
         yield mock

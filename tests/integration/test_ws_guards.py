@@ -80,8 +80,9 @@ async def test_an_expiring_token_closes_the_live_connection_with_4500(
     await ws.close()
 
 
+@pytest.mark.usefixtures("upstream")
 async def test_prompt_floods_are_rate_limited_then_closed_with_4001(
-    make_server: ServerFactory, session: aiohttp.ClientSession, upstream: FakeUpstream
+    make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
     """Past the burst, prompts get rate_limited with retry_after_ms; a flood closes with 4001."""
     server = await make_server(limits__prompt_burst=2, limits__max_rate_limited_frames=3)
@@ -152,8 +153,10 @@ async def test_a_silent_client_is_dropped_by_the_heartbeat(
 async def test_a_client_that_answers_pings_stays_and_its_pings_get_pongs(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """Pongs keep a quiet client connected through many ping intervals; its own pings are
-    answered with the same payload."""
+    """Pongs keep a quiet client connected through many ping intervals.
+
+    Its own pings are answered with the same payload.
+    """
     server = await make_server(server__heartbeat_seconds=0.2)
     quiet = await session.ws_connect(ws_url(server, "hb2"))  # answers pings by itself
     pinger = await session.ws_connect(ws_url(server, "hb2"), autoping=False)

@@ -1,6 +1,8 @@
-"""Several fanout instances on one real redis-server: one upstream request per prompt,
-identical text on every instance, late join and resume anywhere, one turn at a time,
-Redis restarts, a producer killed mid-stream, a wiped Redis."""
+"""Several fanout instances on one real redis-server.
+
+One upstream request per prompt, identical text on every instance, late join and resume anywhere,
+one turn at a time, Redis restarts, a producer killed mid-stream, a wiped Redis.
+"""
 
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ async def test_one_prompt_one_upstream_request_same_text_everywhere(
 async def test_presence_is_summed_across_instances(
     make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
-    """presence counts the viewers of every instance."""
+    """Presence counts the viewers of every instance."""
     servers = await instances(make_server, redis_server, 2)
     first = await watch(session, servers[0], "busy")
     others = [await watch(session, servers[1], "busy") for _ in range(3)]
@@ -262,10 +264,10 @@ async def test_redis_wiped_by_a_restart_mid_stream_shows_no_wrong_text(
     clean(viewers)
 
 
+@pytest.mark.usefixtures("upstream")
 async def test_a_flushed_redis_means_a_new_epoch_for_everyone(
     make_server: ServerFactory,
     redis_server: RedisServer,
-    upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
     """FLUSHALL while idle: viewers are closed and resume on a new epoch."""
@@ -355,10 +357,10 @@ async def test_producer_killed_mid_stream_ends_the_turn_truncated_everywhere(
 
 
 @pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.usefixtures("upstream")
 async def test_each_event_crosses_redis_once_per_listening_instance(
     make_server: ServerFactory,
     redis_server: RedisServer,
-    upstream: FakeUpstream,
     session: aiohttp.ClientSession,
     count: int,
 ) -> None:

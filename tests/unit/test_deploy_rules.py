@@ -1,5 +1,8 @@
-"""The pure parts of deployment: Host names and the allowlist, budget refunds, the stall
-watch, and a room's answer to a prompt id it knows."""
+"""The pure parts of deployment.
+
+Host names and the allowlist, budget refunds, the stall watch, and a room's answer to a prompt id it
+knows.
+"""
 
 from __future__ import annotations
 
@@ -63,8 +66,11 @@ def test_host_name(entry: str, expected: str | None) -> None:
     ],
 )
 def test_host_allowlist(scheme: str, host: str | None, origin: str | None) -> None:
-    """Loopback names on any port, the listen address and configured names are allowed and
-    make the server's own origin; others (and wildcard listen addresses) are not."""
+    """Which hosts are allowed and make the server's own origin.
+
+    Loopback names on any port, the listen address and configured names are allowed and make the
+    server's own origin; others (and wildcard listen addresses) are not.
+    """
     hosts = HostAllowlist(["0.0.0.0", "10.0.0.5", "chat.example.com", "bad:port"])
     assert hosts.own_origin(scheme, host) == origin
     assert hosts.allows(host) is (origin is not None)

@@ -1,6 +1,9 @@
-"""The slow-consumer policy of the outbox: when deltas merge, what the limit counts, the join
-burst, coalescing, the bypass for subscribers that keep up; the frame-size arithmetic that
-keeps merged runs' sizes exact; and WebSocket framing done once per event."""
+"""The slow-consumer policy of the outbox.
+
+When deltas merge, what the limit counts, the join burst, coalescing, the bypass for subscribers
+that keep up; the frame-size arithmetic that keeps merged runs' sizes exact; and WebSocket framing
+done once per event.
+"""
 
 from __future__ import annotations
 
@@ -213,7 +216,7 @@ def test_still_over_after_merging_is_an_overflow_and_clear_drops_it() -> None:
 
 
 def test_peak_is_the_largest_accepted_backlog() -> None:
-    """peak records queue plus transport bytes at their largest accepted value."""
+    """The peak records queue plus transport bytes at their largest accepted value."""
     box = Outbox(limit=1000)
     box.push(START, encode(START), in_flight=300)
     box.pop()
@@ -341,7 +344,7 @@ def encode_str(value: str) -> bytes:
 
 @pytest.mark.parametrize(("n", "chars"), [(0, 1), (9, 1), (10, 2), (123456, 6), (-3, 2)])
 def test_digits(n: int, chars: int) -> None:
-    """digits counts an integer's JSON characters."""
+    """The digits helper counts an integer's JSON characters."""
     assert digits(n) == chars
 
 

@@ -1,5 +1,8 @@
-"""Replicas: a room rebuilt on another instance from the events and stored turns a broker
-carries equals the room that read the upstream."""
+"""Replicas: a room rebuilt from a broker equals the room that read the upstream.
+
+Replicas: a room rebuilt on another instance from the events and stored turns a broker carries
+equals the room that read the upstream.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The text rule at the edge: lone surrogates and non-finite numbers are refused, naming the
-field; seqs from query strings and headers are parsed strictly."""
+"""The text rule at the edge.
+
+Lone surrogates and non-finite numbers are refused, naming the field; seqs from query strings and
+headers are parsed strictly.
+"""
 
 from __future__ import annotations
 
@@ -71,8 +74,10 @@ BAD: dict[str, tuple[object, str]] = {
 
 @pytest.mark.parametrize(("value", "message"), BAD.values(), ids=BAD.keys())
 def test_bad_values_are_refused_naming_the_field(value: object, message: str) -> None:
-    """Invalid text, a non-finite number or too deep nesting: bad_request naming the field,
-    with a message that is itself valid text."""
+    """Invalid text, a non-finite number or too deep nesting.
+
+    Bad_request naming the field, with a message that is itself valid text.
+    """
     with pytest.raises(ClientError) as info:
         check_client_value(value, ref="r1")
     assert info.value.code == "bad_request"
@@ -120,8 +125,11 @@ def test_check_client_text_names_the_parameter() -> None:
     ],
 )
 def test_parse_seq_takes_ascii_digits_only(value: str, seq: int | None) -> None:
-    """A seq is 1-18 ASCII digits; everything else (superscripts, other scripts' digits,
-    thousands of digits, signs, spaces) is None."""
+    """A seq is 1-18 ASCII digits.
+
+    Everything else (superscripts, other scripts' digits, thousands of digits, signs, spaces) is
+    None.
+    """
     assert parse_seq(value) == seq
 
 
@@ -180,8 +188,11 @@ BAD_FRAMES: dict[str, tuple[str, str | None, str]] = {
 def test_frames_with_bad_text_or_numbers_are_bad_request(
     text: str, ref: str | None, field: str
 ) -> None:
-    """A client frame with a lone surrogate or a non-finite number anywhere is bad_request
-    naming the field; ``ref`` echoes the id only when the id is valid text."""
+    """A client frame with bad text or a non-finite number is bad_request.
+
+    A client frame with a lone surrogate or a non-finite number anywhere is bad_request naming the
+    field; ``ref`` echoes the id only when the id is valid text.
+    """
     with pytest.raises(ClientError) as info:
         decode_client_frame(text, max_prompt_chars=0)
     assert info.value.code == "bad_request"
