@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core.errors import ConfigError
-from .core.origins import host_name
+from server.core.errors import ConfigError
+from server.core.origins import host_name
 
 
 class Secret:

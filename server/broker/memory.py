@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..core.types import RoomName
+from server.core.types import RoomName
+
 from .base import Broker, BrokerListener, Claim, Fenced, Loaded, Record
 
 # How long a prompt id is remembered for idempotency (the Redis backend uses the same).

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser
 
-from server.keys import SSE_STREAMS
+from server.http.keys import SSE_STREAMS
 from tests.integration.fake_upstream import FakeUpstream, Script, text_stream
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server import loadtest
 from server.cli import main
-from server.loadtest import LoadtestOptions, refusal, run_loadtest
-from server.loadtest_check import Rebuild, check
+from server.tools import loadtest
+from server.tools.loadtest import LoadtestOptions, refusal, run_loadtest
+from server.tools.loadtest_check import Rebuild, check
 
 from .conftest import ServerFactory
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream

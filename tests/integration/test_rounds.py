@@ -1,4 +1,5 @@
-"""A large room is served a slice of subscribers at a time (server.ring): still exact, in order."""
+"""A large room is served a slice of subscribers at a time (``server.rooms.rounds``): still
+exact, in order."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server import ring
 from server.core.messages import ChoiceDelta, Delta, ServerMessage
 from server.core.room import RoomLimits, RoomState
 from server.core.types import RoomName
-from server.hub import Hub, HubLimits, Room
+from server.rooms import rounds
+from server.rooms.room import Room
 
 from .conftest import viewer
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
@@ -25,7 +26,7 @@ LONG = ANSWER * 20
 @pytest.fixture(autouse=True)
 def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two subscribers per slice, so that a handful of viewers make a round of many slices."""
-    monkeypatch.setattr(ring, "SLICE", 2)
+    monkeypatch.setattr(rounds, "SLICE", 2)
 
 
 async def test_sliced_rounds_give_every_viewer_the_exact_text(
@@ -85,7 +86,7 @@ def delta(seq: int, text: str) -> Delta:
 async def test_what_arrives_mid_round_reaches_the_rest_merged_and_the_first_next() -> None:
     """Subscribers the round has passed get a new event in the next round; the others get it
     merged with what they were due, in this round."""
-    room = Room(RoomState(RoomName("r"), "e", RoomLimits(), ()), Hub(RoomLimits(), HubLimits(), ()))
+    room = Room(RoomState(RoomName("r"), "e", RoomLimits(), ()))
     subs = [Recorder() for _ in range(5)]
     room.subscribers.update(subs)  # type: ignore[arg-type]
     order = list(room.subscribers)

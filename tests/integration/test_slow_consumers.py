@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.keys import HUB
-from server.subscriber import SLOW_CONSUMER, Subscriber
+from server.http.keys import HUB
+from server.rooms.subscriber import SLOW_CONSUMER, Subscriber
 
 from .conftest import ServerFactory, viewer, ws_url
 from .fake_upstream import FakeUpstream, Script, text_stream

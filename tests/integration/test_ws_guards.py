@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.auth import mint_token
+from server.http.auth import mint_token
 
 from .conftest import AUTH_SECRET, ServerFactory, viewer, ws_url
 from .fake_upstream import FakeUpstream

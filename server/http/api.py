@@ -8,12 +8,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .admission import enter_room
-from .core.codec import load_client_object, parse_prompt, snapshot_wire
-from .core.errors import ClientError
-from .core.types import parse_room_name
-from .guards import guard
-from .keys import CONFIG, HUB, METRICS, PROMPTS, ROOM_BUDGET
+from server.core.codec import load_client_object, parse_prompt, snapshot_wire
+from server.core.errors import ClientError
+from server.core.types import parse_room_name
+from server.http.admission import enter_room
+from server.http.guards import guard
+from server.http.keys import CONFIG, HUB, METRICS, PROMPTS, ROOM_BUDGET
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .mock_scenarios import (
+from server.tools.mock_scenarios import (
     BROKEN_AFTER,
     MODELS,
     ChatRequest,

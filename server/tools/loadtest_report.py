@@ -9,7 +9,7 @@ import math
 from html import escape
 from typing import Any
 
-from .loadtest_stats import ROWS
+from server.tools.loadtest_stats import ROWS
 
 WIDTH, HEIGHT = 760, 340
 LEFT, RIGHT, TOP, BOTTOM = 64, 20, 20, 44

@@ -12,10 +12,10 @@ import uuid
 import jwt
 from aiohttp import web
 
-from .config import Config
-from .core.auth_rules import Action, Claims, authorize, claims_from
-from .core.errors import ClientError
-from .core.messages import Role
+from server.config import Config
+from server.core.auth_rules import Action, Claims, authorize, claims_from
+from server.core.errors import ClientError
+from server.core.messages import Role
 
 ALGORITHM = "HS256"
 

@@ -8,23 +8,24 @@ import time
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from .admission import PromptAdmission, enter_room
-from .auth import request_claims
-from .config import Config
-from .core.auth_rules import authorize, may_prompt
-from .core.codec import decode_client_frame
-from .core.errors import ClientError
-from .core.messages import CancelRequest, ErrorFrame, Role
-from .core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
-from .core.text import MAX_SEQ_DIGITS, check_client_text, parse_seq
-from .core.types import parse_room_name
-from .core.wsframe import PING, FrameOnce
-from .guards import client_address, principal
-from .heartbeat import Beating
-from .hub import Hub, Room
-from .joining import attach, send_one
-from .keys import CONFIG, CONNECTIONS, HEARTBEAT, HUB, PROMPTS, ROOM_BUDGET, SOCKETS
-from .subscriber import Subscriber, connection_subscriber
+from server.config import Config
+from server.core.auth_rules import authorize, may_prompt
+from server.core.codec import decode_client_frame
+from server.core.errors import ClientError
+from server.core.messages import CancelRequest, ErrorFrame, Role
+from server.core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
+from server.core.text import MAX_SEQ_DIGITS, check_client_text, parse_seq
+from server.core.types import parse_room_name
+from server.core.wsframe import PING, FrameOnce
+from server.http.admission import PromptAdmission, enter_room
+from server.http.auth import request_claims
+from server.http.guards import client_address, principal
+from server.http.heartbeat import Beating
+from server.http.joining import attach, send_one
+from server.http.keys import CONFIG, CONNECTIONS, HEARTBEAT, HUB, PROMPTS, ROOM_BUDGET, SOCKETS
+from server.rooms.hub import Hub
+from server.rooms.room import Room
+from server.rooms.subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 from aiohttp_remotes import XForwardedFiltered
 
-from .guards import Handler
+from server.http.guards import Handler
 
 Network = IPv4Network | IPv6Network
 PROXY_HEADERS = ("x-forwarded-for", "forwarded")

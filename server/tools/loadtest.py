@@ -29,10 +29,10 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from .loadtest_check import check
-from .loadtest_client import Counters, LoadSubscriber, RoomRun
-from .loadtest_report import html_report
-from .loadtest_stats import counts, latency_stats, table, timeline
+from server.tools.loadtest_check import check
+from server.tools.loadtest_client import Counters, LoadSubscriber, RoomRun
+from server.tools.loadtest_report import html_report
+from server.tools.loadtest_stats import counts, latency_stats, table, timeline
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 RESOLVE_SECONDS = 5.0

@@ -7,17 +7,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .core.codec import encode
-from .core.errors import BrokerError
-from .core.messages import ServerMessage, TurnEnd
-from .core.presence import PresenceGate
-from .core.room import RoomState
-from .ring import Ring
-from .subscriber import Subscriber
+from server.core.codec import encode
+from server.core.errors import BrokerError
+from server.core.messages import ServerMessage, TurnEnd
+from server.core.presence import PresenceGate
+from server.core.room import RoomState
+from server.rooms.rounds import FanoutRounds
+from server.rooms.subscriber import Subscriber
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .metrics import Metrics
+    from server.rooms.metrics import Metrics
 
 
 class TurnLost(BrokerError):
@@ -27,15 +26,14 @@ class TurnLost(BrokerError):
 class Room:
     """One room on this instance: the replicated state plus everything that does I/O for it."""
 
-    def __init__(self, state: RoomState, hub: Hub, metrics: Metrics | None = None) -> None:
+    def __init__(self, state: RoomState, metrics: Metrics | None = None) -> None:
         self.state = state
-        self.hub = hub
         self.metrics = metrics
         self.subscribers: set[Subscriber] = set()
         self.task: asyncio.Task[None] | None = None
         self.presence = PresenceGate()
         self.presence_timer: asyncio.TimerHandle | None = None
-        self.ring = Ring()  # fan-out rounds, a slice of subscribers at a time
+        self.rounds = FanoutRounds(state.name, self.subscribers)  # a slice of subscribers at a time
         self.idle_since = time.monotonic()
         # Replication (see Hub): the lease's fence while this instance produces a turn, the
         # last seq local subscribers got, the other instances' viewers.
@@ -75,7 +73,7 @@ class Room:
         started = time.perf_counter()
         if encoded is None:
             encoded = [encode(event) for event in events]
-        self.ring.publish(self, zip(events, encoded, strict=True))
+        self.rounds.publish(zip(events, encoded, strict=True))
         if self.metrics is not None:
             for event in events:
                 if type(event) is TurnEnd:

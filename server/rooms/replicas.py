@@ -14,13 +14,13 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from .broker.base import Broker, BrokerUnavailable, Record
-from .core.codec import encode
-from .core.messages import SequencedEvent, TurnEnd
-from .core.room import RoomLimits, RoomState, StoredRoom, TurnKind
-from .core.types import RoomName
-from .core.wire_events import event_from_wire, load_object, turn_from_store
-from .rooms import Room
+from server.broker.base import Broker, BrokerUnavailable, Record
+from server.core.codec import encode
+from server.core.messages import SequencedEvent, TurnEnd
+from server.core.room import RoomLimits, RoomState, StoredRoom, TurnKind
+from server.core.types import RoomName
+from server.core.wire_events import event_from_wire, load_object, turn_from_store
+from server.rooms.room import Room
 
 log = logging.getLogger(__name__)
 

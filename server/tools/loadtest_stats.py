@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .loadtest_client import SLOW_CONSUMER, LoadSubscriber, RoomRun
+from server.tools.loadtest_client import SLOW_CONSUMER, LoadSubscriber, RoomRun
 
 QUANTILES = 200  # points of each CDF kept in the report
 TIMELINE_BINS = 120

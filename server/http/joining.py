@@ -6,10 +6,11 @@ snapshot, all queued before any live event can be, so they meet at exactly one s
 
 from __future__ import annotations
 
-from .core.codec import encode
-from .core.messages import Role, ServerMessage, Welcome
-from .hub import Hub, Room
-from .subscriber import Subscriber
+from server.core.codec import encode
+from server.core.messages import Role, ServerMessage, Welcome
+from server.rooms.hub import Hub
+from server.rooms.room import Room
+from server.rooms.subscriber import Subscriber
 
 
 def send_one(sub: Subscriber, msg: ServerMessage) -> None:
@@ -37,7 +38,7 @@ def attach(
     encoded = [encode(msg) for msg in burst]
     viewers = hub.join(room, sub)
     try:
-        sub.pos = room.ring.end  # what was published before now is in what it gets here
+        sub.pos = room.rounds.end  # what was published before now is in what it gets here
         recovered = replay is not None
         send_one(sub, Welcome(state.name, state.epoch, state.seq, role, recovered, viewers))
         for msg, data in zip(burst, encoded, strict=True):

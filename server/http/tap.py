@@ -14,25 +14,25 @@ from typing import Literal
 
 from aiohttp import web
 
-from .admission import enter_room
-from .auth import request_claims
-from .core.auth_rules import authorize, may_prompt
-from .core.codec import dump_json
-from .core.errors import ClientError, UpstreamError
-from .core.messages import PromptRequest
-from .core.sse import SSEEvent
-from .core.tap import (
+from server.core.auth_rules import authorize, may_prompt
+from server.core.codec import dump_json
+from server.core.errors import ClientError, UpstreamError
+from server.core.messages import PromptRequest
+from server.core.sse import SSEEvent
+from server.core.tap import (
     TapFailure,
     completion_object,
     parse_tap_request,
     relay_data,
     tap_failure,
 )
-from .core.types import TurnId, parse_room_name
-from .guards import guard
-from .http_api import json_body
-from .hub import Room
-from .keys import CONFIG, HUB, PROMPTS, ROOM_BUDGET, UPSTREAM
+from server.core.types import TurnId, parse_room_name
+from server.http.admission import enter_room
+from server.http.api import json_body
+from server.http.auth import request_claims
+from server.http.guards import guard
+from server.http.keys import CONFIG, HUB, PROMPTS, ROOM_BUDGET, UPSTREAM
+from server.rooms.room import Room
 
 log = logging.getLogger(__name__)
 

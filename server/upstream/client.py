@@ -16,12 +16,12 @@ from typing import Any
 import aiohttp
 import openai
 
-from .config import UpstreamConfig
-from .core.accumulator import error_info
-from .core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
-from .core.messages import ErrorInfo
-from .core.repair import repair_json
-from .core.scrub import scrub
+from server.config import UpstreamConfig
+from server.core.accumulator import error_info
+from server.core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
+from server.core.messages import ErrorInfo
+from server.core.repair import repair_json
+from server.core.scrub import scrub
 
 log = logging.getLogger(__name__)
 

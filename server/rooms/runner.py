@@ -9,13 +9,14 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from .core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
-from .core.messages import ErrorInfo, SequencedEvent, TurnEnd
-from .core.retry import RetryPolicy, is_temporary, retry_delay
-from .core.sse import LineTooLong, SSEDecoder, SSEEvent
-from .core.types import TurnId
-from .hub import Room, TurnLost
-from .upstream import StreamBroken, UpstreamClient, UpstreamStatusError
+from server.core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
+from server.core.messages import ErrorInfo, SequencedEvent, TurnEnd
+from server.core.retry import RetryPolicy, is_temporary, retry_delay
+from server.core.sse import LineTooLong, SSEDecoder, SSEEvent
+from server.core.types import TurnId
+from server.rooms.room import Room, TurnLost
+from server.rooms.turn_writes import TurnWrites
+from server.upstream.client import StreamBroken, UpstreamClient, UpstreamStatusError
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,14 @@ class TurnRunner:
     """Streams a turn from the upstream into its room until the turn ends."""
 
     def __init__(
-        self, upstream: UpstreamClient, system_prompt: str, policy: RetryPolicy | None = None
+        self,
+        upstream: UpstreamClient,
+        system_prompt: str,
+        writes: TurnWrites,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.upstream = upstream
+        self.writes = writes
         self.system_prompt = system_prompt
         self.policy = policy or RetryPolicy(max_retries=upstream.config.max_retries)
 
@@ -182,9 +188,8 @@ class TurnRunner:
         )
         await self._end(room, room.state.fail(turn_id, info, time.time()))
 
-    @staticmethod
     async def _apply(
-        room: Room, turn_id: TurnId, sse_events: list[SSEEvent], listener: TurnListener | None
+        self, room: Room, turn_id: TurnId, sse_events: list[SSEEvent], listener: TurnListener | None
     ) -> bool:
         """Feed decoded SSE events to the room; True once the turn has ended."""
         # Everything one read brought goes out as one delta: see RoomState.feed_many. The
@@ -192,16 +197,15 @@ class TurnRunner:
         relay = listener.on_sse if listener is not None else None
         events: list[SequencedEvent] = room.state.feed_many(turn_id, sse_events, time.time(), relay)
         if events:
-            await room.hub.commit(room, events)
+            await self.writes.commit(room, events)
             if isinstance(events[-1], TurnEnd):
                 log.info("room %s: turn %s ended %s", room.state.name, turn_id, events[-1].status)
         return room.state.streaming_turn != turn_id
 
-    @staticmethod
-    async def _end(room: Room, end: TurnEnd | None) -> None:
+    async def _end(self, room: Room, end: TurnEnd | None) -> None:
         if end is not None:
             log.info("room %s: turn %s ended %s", room.state.name, end.turn, end.status)
-            await room.hub.commit(room, (end,))
+            await self.writes.commit(room, (end,))
 
 
 def _report_repairs(room: Room, turn_id: TurnId, error_body: int = 0) -> bool:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .core.messages import PromptRequest
-from .core.room import TurnStarted
-from .core.types import RoomName
-from .guards import Budget
-from .hub import Hub, Room
+from server.core.messages import PromptRequest
+from server.core.room import TurnStarted
+from server.core.types import RoomName
+from server.http.guards import Budget
+from server.rooms.hub import Hub
+from server.rooms.room import Room
 
 
 class PromptAdmission:

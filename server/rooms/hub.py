@@ -14,28 +14,26 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .broker.base import Broker, BrokerUnavailable, Record
-from .broker.memory import MemoryBroker, MemoryStore
-from .core.errors import ClientError, broker_unavailable, turn_in_progress
-from .core.messages import PromptRequest, SequencedEvent, TurnEnd
-from .core.room import RoomLimits, RoomState, TurnKind, TurnStarted
-from .core.types import RoomName, TurnId
-from .replicas import Replicas
-from .rooms import Room, TurnLost
-from .subscriber import SLOW_CONSUMER, Subscriber
-from .turn_writes import TurnWrites
+from server.broker.base import Broker, BrokerUnavailable, Record
+from server.broker.memory import MemoryBroker, MemoryStore
+from server.core.errors import ClientError, broker_unavailable, turn_in_progress
+from server.core.messages import PromptRequest, TurnEnd
+from server.core.room import RoomLimits, RoomState, TurnKind, TurnStarted
+from server.core.types import RoomName, TurnId
+from server.rooms.replicas import Replicas
+from server.rooms.room import Room, TurnLost
+from server.rooms.subscriber import SLOW_CONSUMER, Subscriber
+from server.rooms.turn_writes import TurnWrites
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
-    from .turns import TurnListener
+    from server.rooms.metrics import Metrics
+    from server.rooms.runner import TurnListener
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Hub", "HubLimits", "Room", "TurnLost", "TurnStarter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +109,7 @@ class Hub:
         if room is None:
             self.check_capacity(name)
             state = RoomState(name, "", self.room_limits, self._secrets)
-            room = self.rooms[name] = Room(state, self, self.metrics)
+            room = self.rooms[name] = Room(state, self.metrics)
         return room
 
     async def open(self, name: RoomName) -> Room:
@@ -237,14 +235,6 @@ class Hub:
     def on_reconnect(self) -> None:
         """The broker's live feed is back (broker callback): see ``Replicas.on_reconnect``."""
         self.replicas.on_reconnect()
-
-    async def commit(self, room: Room, events: Sequence[SequencedEvent]) -> None:
-        """Store events this instance made, then publish them here (``TurnWrites.commit``).
-
-        Raises:
-            TurnLost: the broker refused them; the turn must stop here.
-        """
-        await self.writes.commit(room, events)
 
     def on_presence(self, name: RoomName) -> None:
         """Another instance's viewer count changed (broker callback)."""

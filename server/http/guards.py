@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .auth import request_claims
-from .config import Config
-from .core.auth_rules import Action, Claims, authorize
-from .core.errors import ClientError
-from .core.messages import Role
-from .core.origins import HostAllowlist, origin_allowed
-from .core.ratelimit import RateLimiter
+from server.config import Config
+from server.core.auth_rules import Action, Claims, authorize
+from server.core.errors import ClientError
+from server.core.messages import Role
+from server.core.origins import HostAllowlist, origin_allowed
+from server.core.ratelimit import RateLimiter
+from server.http.auth import request_claims
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -9,11 +9,11 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from .core.errors import ClientError
-from .core.types import parse_room_name
-from .keys import CONFIG, HUB
+from server.core.errors import ClientError
+from server.core.types import parse_room_name
+from server.http.keys import CONFIG, HUB
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 # The pages load only their own scripts, styles and images; model output can neither run
 # script nor pull anything in. WebSockets go to the same server (ws: or wss:).

@@ -23,10 +23,10 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
-from .config import LimitsConfig
-from .core.messages import ServerMessage
-from .core.outbox import Outbox
-from .core.stall import StallWatch
+from server.config import LimitsConfig
+from server.core.messages import ServerMessage
+from server.core.outbox import Outbox
+from server.core.stall import StallWatch
 
 log = logging.getLogger(__name__)
 

@@ -13,16 +13,16 @@ import time
 
 from aiohttp import web
 
-from .admission import enter_room
-from .core.auth_rules import Claims
-from .core.errors import ClientError
-from .core.messages import ErrorFrame
-from .core.sse_frames import KEEPALIVE, parse_last_event_id, sse_frame
-from .core.types import RoomName, parse_room_name
-from .guards import client_address, guard
-from .joining import attach, send_one
-from .keys import CONFIG, CONNECTIONS, HUB, ROOM_BUDGET, SSE_STREAMS
-from .subscriber import SLOW_CONSUMER, Subscriber, connection_subscriber
+from server.core.auth_rules import Claims
+from server.core.errors import ClientError
+from server.core.messages import ErrorFrame
+from server.core.sse_frames import KEEPALIVE, parse_last_event_id, sse_frame
+from server.core.types import RoomName, parse_room_name
+from server.http.admission import enter_room
+from server.http.guards import client_address, guard
+from server.http.joining import attach, send_one
+from server.http.keys import CONFIG, CONNECTIONS, HUB, ROOM_BUDGET, SSE_STREAMS
+from server.rooms.subscriber import SLOW_CONSUMER, Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .admission import PromptAdmission
-from .config import Config
-from .guards import Budget, ConnectionCount
-from .heartbeat import Heartbeat
-from .hub import Hub
-from .metrics import Metrics
-from .subscriber import Subscriber
-from .upstream import UpstreamClient
+from server.config import Config
+from server.http.admission import PromptAdmission
+from server.http.guards import Budget, ConnectionCount
+from server.http.heartbeat import Heartbeat
+from server.rooms.hub import Hub
+from server.rooms.metrics import Metrics
+from server.rooms.subscriber import Subscriber
+from server.upstream.client import UpstreamClient
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", Hub)

@@ -13,15 +13,15 @@ import logging
 import time
 from collections.abc import Sequence
 
-from .broker.base import Broker, BrokerUnavailable, Fenced, Record
-from .core.codec import encode
-from .core.errors import turn_in_progress
-from .core.messages import PromptRequest, SequencedEvent, TurnEnd, TurnStart
-from .core.room import TurnStarted
-from .core.types import TurnId
-from .core.wire_events import stored_turn
-from .replicas import Replicas
-from .rooms import Room, TurnLost
+from server.broker.base import Broker, BrokerUnavailable, Fenced, Record
+from server.core.codec import encode
+from server.core.errors import turn_in_progress
+from server.core.messages import PromptRequest, SequencedEvent, TurnEnd, TurnStart
+from server.core.room import TurnStarted
+from server.core.types import TurnId
+from server.core.wire_events import stored_turn
+from server.rooms.replicas import Replicas
+from server.rooms.room import Room, TurnLost
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from .core.heartbeat import SPOKES, HeartbeatWheel, Pulse
+from server.core.heartbeat import SPOKES, HeartbeatWheel, Pulse
 
 log = logging.getLogger(__name__)
 

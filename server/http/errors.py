@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .core.errors import ClientError
-from .keys import METRICS
+from server.core.errors import ClientError
+from server.http.keys import METRICS
 
 log = logging.getLogger(__name__)
 

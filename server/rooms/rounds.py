@@ -21,11 +21,10 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .core.catchup import Frame, catch_up
+from server.core.catchup import Frame, catch_up
 
 if TYPE_CHECKING:
-    from .rooms import Room
-    from .subscriber import Subscriber
+    from server.rooms.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,15 @@ log = logging.getLogger(__name__)
 SLICE = 256
 
 
-class Ring:
-    """A room's events that some subscriber has not been sent yet, and the round under way."""
+class FanoutRounds:
+    """Schedules a room's fan-out rounds: the events some subscriber has not been sent yet,
+    and the round under way."""
 
-    __slots__ = ("_base", "_frames", "_log", "_next", "_order", "_start", "_task")
+    __slots__ = ("_base", "_frames", "_log", "_name", "_next", "_order", "_start", "_subs", "_task")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, subscribers: set[Subscriber]) -> None:
+        self._name = name  # the room's, for log lines
+        self._subs = subscribers  # the room's own set: who is subscribed now
         self._log: list[Frame] = []  # events from position _base on
         self._base = 0
         self._frames: dict[int, list[Frame]] = {}  # what a subscriber at a position gets
@@ -52,37 +54,37 @@ class Ring:
         """The position after the last event: a subscriber that joins now starts here."""
         return self._base + len(self._log)
 
-    def publish(self, room: Room, frames: Iterable[Frame]) -> None:
+    def publish(self, frames: Iterable[Frame]) -> None:
         """Deliver encoded events now, or let the round under way take them along."""
         self._log.extend(frames)
         self._frames.clear()
         if self._task is None:
-            self._order, self._next = list(room.subscribers), 0
-            if self._step(room):
-                self._task = asyncio.create_task(self._run(room), name="fan-out round")
+            self._order, self._next = list(self._subs), 0
+            if self._step():
+                self._task = asyncio.create_task(self._run(), name="fan-out round")
 
-    def flush(self, room: Room) -> None:
+    def flush(self) -> None:
         """Deliver everything pending now, in one go (shutdown: before the 1001 closes)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-        while self._step(room):
+        while self._step():
             pass
 
-    async def _run(self, room: Room) -> None:
+    async def _run(self) -> None:
         me = asyncio.current_task()
         try:
             while True:
                 await asyncio.sleep(0)  # the upstream, joins and prompts get their turn
-                if self._task is not me or not self._step(room):
+                if self._task is not me or not self._step():
                     return
         finally:
             if self._task is me:
                 self._task = None
 
-    def _step(self, room: Room) -> bool:
+    def _step(self) -> bool:
         """Serve the next slice of the round; False once every subscriber has everything."""
-        subscribers = room.subscribers
+        subscribers = self._subs
         end = self.end
         if self._next == 0:
             self._start = end
@@ -96,7 +98,7 @@ class Ring:
                     for msg, data in frames:
                         sub.send(msg, data)
                 except Exception:
-                    log.exception("room %s: a subscriber could not be served", room.state.name)
+                    log.exception("room %s: a subscriber could not be served", self._name)
                     sub.fail()
                 sub.pos = end
         self._next = stop
