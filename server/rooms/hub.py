@@ -14,9 +14,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from server.broker.base import Broker, BrokerUnavailable, Record
 from server.broker.memory import MemoryBroker, MemoryStore
@@ -31,7 +31,7 @@ from server.rooms.turn_writes import TurnWrites
 
 if TYPE_CHECKING:
     from server.rooms.metrics import Metrics
-    from server.rooms.runner import TurnListener
+    from server.rooms.runner import TurnListener, TurnRunner
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Hub:
         self.room_limits = room_limits
         self.limits = limits
         self._secrets = secrets_
-        self._runner: TurnStarter | None = None
+        self._runner: TurnRunner | None = None
         keep = max(room_limits.snapshot_turns, room_limits.history_turns, 1)
         self.broker = broker or MemoryBroker(
             MemoryStore(room_limits.retained_events, keep, room_limits.max_bytes), "local"
@@ -76,7 +76,7 @@ class Hub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def attach_runner(self, runner: TurnStarter) -> None:
+    def attach_runner(self, runner: TurnRunner) -> None:
         """Set what runs a started turn against the upstream."""
         self._runner = runner
 
@@ -469,18 +469,3 @@ class Hub:
             side.cancel()
         await asyncio.gather(*sides, return_exceptions=True)
         await self.broker.close()
-
-
-class TurnStarter(Protocol):
-    """Runs a started turn; implemented by ``turns.TurnRunner``."""
-
-    async def run(
-        self,
-        room: Room,
-        turn_id: TurnId,
-        model: str,
-        options: Mapping[str, object] | None,
-        body: dict[str, Any] | None = None,
-        listener: TurnListener | None = None,
-    ) -> None:
-        """Stream the turn and publish its events until it ends."""
