@@ -13,6 +13,7 @@ from aiohttp import web
 from server.broker import make_broker
 from server.broker.base import Broker
 from server.config import Config
+from server.core.codes import CloseCode
 from server.core.room import RoomLimits
 from server.http import api, pages, sse, tap
 from server.http.admission import PromptAdmission
@@ -43,7 +44,6 @@ from server.upstream.client import OPENAI_BASE_URL, UpstreamClient
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 60.0
-GOING_AWAY = 1001
 
 
 def create_app(config: Config, broker: Broker | None = None) -> web.Application:
@@ -192,4 +192,4 @@ async def _shutdown(app: web.Application) -> None:
     for room in hub.rooms.values():
         room.rounds.flush()  # a large room's round: everything before the 1001
         for sub in tuple(room.subscribers):
-            sub.close(GOING_AWAY, "server shutting down")
+            sub.close(CloseCode.GOING_AWAY, "server shutting down")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .accumulator import ChunkAccumulator, error_info
+from .codes import ErrorCode
 from .errors import UPSTREAM_TIMEOUT_MESSAGE, ClientError, turn_in_progress
 from .merge import merge_choices
 from .messages import (
@@ -215,7 +216,7 @@ class RoomState:
         budget = self.limits.history_bytes
         if kind == "room" and budget and text_size(request.content) > budget:
             raise ClientError(
-                "too_large", f"the prompt is over the history budget of {budget} bytes"
+                ErrorCode.TOO_LARGE, f"the prompt is over the history budget of {budget} bytes"
             )
         seq = self._next_seq()
         turn = _Turn(turn_id, request, model, now, kind, seq, self._secrets)
@@ -280,7 +281,9 @@ class RoomState:
         try:
             chunk = turn.acc.parse(sse.data)  # repaired, never refused: core/repair.py
         except (ValueError, RecursionError):
-            return "failed", ErrorInfo("bad_chunk", "the upstream sent a chunk that is not JSON")
+            return "failed", ErrorInfo(
+                ErrorCode.BAD_CHUNK, "the upstream sent a chunk that is not JSON"
+            )
         if sse.event == "error" or not isinstance(chunk, dict):
             raw = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
             return "failed", error_info(raw, self._secrets)
@@ -307,7 +310,7 @@ class RoomState:
         """The upstream went silent too long: ``truncated`` once its body began, else ``failed``."""
         if body_started:
             return self.end_stream(turn_id, now)
-        error = ErrorInfo("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE)
+        error = ErrorInfo(ErrorCode.UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT_MESSAGE)
         return self.fail(turn_id, error, now)
 
     def check_cancel(self, turn_id: str) -> _Turn:
@@ -318,9 +321,9 @@ class RoomState:
         """
         turn = self._turns.get(TurnId(turn_id))
         if turn is None:
-            raise ClientError("not_found", "no such turn in this room")
+            raise ClientError(ErrorCode.NOT_FOUND, "no such turn in this room")
         if turn is not self._streaming:
-            raise ClientError("turn_ended", "the turn has already ended")
+            raise ClientError(ErrorCode.TURN_ENDED, "the turn has already ended")
         return turn
 
     def cancel(self, turn_id: str, now: float) -> TurnEnd:

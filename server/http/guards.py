@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 
 from server.config import Config
 from server.core.auth_rules import Action, Claims, authorize
+from server.core.codes import ErrorCode
 from server.core.errors import ClientError
 from server.core.messages import Role
 from server.core.origins import HostAllowlist, origin_allowed
@@ -52,7 +53,7 @@ def check_origin(request: web.Request, hosts: HostAllowlist, allowed: list[str])
     if origin is None:
         return
     if not origin_allowed(origin, hosts.own_origin(request.scheme, request.host), allowed):
-        raise ClientError("forbidden", "this origin is not allowed")
+        raise ClientError(ErrorCode.FORBIDDEN, "this origin is not allowed")
 
 
 def host_and_origin(config: Config) -> Middleware:
@@ -66,7 +67,9 @@ def host_and_origin(config: Config) -> Middleware:
         if request.path in ANY_HOST_PATHS:
             return await handler(request)
         if not hosts.allows(request.host):
-            raise ClientError("bad_request", "this server does not answer to that host name")
+            raise ClientError(
+                ErrorCode.BAD_REQUEST, "this server does not answer to that host name"
+            )
         check_origin(request, hosts, allowed)
         return await handler(request)
 
@@ -116,7 +119,7 @@ class Budget:
         wait = self._limiter.take(key, time.monotonic())
         if wait is not None:
             raise ClientError(
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 f"too many {self.what}; wait a moment",
                 temporary=True,
                 retry_after_ms=max(1, round(wait * 1000)),

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from server.core.auth_rules import authorize, may_prompt
 from server.core.codec import dump_json
+from server.core.codes import ErrorCode
 from server.core.errors import ClientError, UpstreamError
 from server.core.messages import PromptRequest
 from server.core.sse import SSEEvent
@@ -87,7 +88,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     room_name = request.headers.get("X-Room")
     if not room_name:
-        raise ClientError("bad_request", "the X-Room header must name the room that watches")
+        raise ClientError(
+            ErrorCode.BAD_REQUEST, "the X-Room header must name the room that watches"
+        )
     name = parse_room_name(room_name)
     caller = guard(request, config, name, "prompt")
     tap = parse_tap_request(

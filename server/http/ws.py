@@ -6,14 +6,15 @@ import asyncio
 import logging
 import time
 
-from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from server.config import Config
 from server.core.auth_rules import authorize, may_prompt
 from server.core.codec import decode_client_frame
+from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError
 from server.core.messages import CancelRequest, ErrorFrame, Role
-from server.core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
+from server.core.refusals import RefusalCount
 from server.core.text import MAX_SEQ_DIGITS, check_client_text, parse_seq
 from server.core.types import parse_room_name
 from server.core.wsframe import PING, FrameOnce
@@ -29,10 +30,10 @@ from server.rooms.subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 
-CAPACITY = 1013
-TOKEN_EXPIRED = 4500
-LIMIT_REACHED = 4503
-CLOSE_REASONS = {TOO_MANY_BAD_FRAMES: "too many bad frames", RATE_LIMITED: "rate limited"}
+CLOSE_REASONS = {
+    CloseCode.TOO_MANY_BAD_FRAMES: "too many bad frames",
+    CloseCode.RATE_LIMITED: "rate limited",
+}
 CLOSE_WAIT_SECONDS = 5.0
 
 
@@ -74,7 +75,7 @@ class WebSocketSink(Beating):
         if self.transport is not None:
             self.transport.abort()
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, code: CloseCode, reason: str) -> None:
         """Close with ``code``."""
         await self.ws.close(code=code, message=reason.encode())
 
@@ -97,7 +98,7 @@ def resume_point(query: dict[str, str]) -> tuple[str, int] | None:
     seq = parse_seq(since)
     if seq is None:
         raise ClientError(
-            "bad_request",
+            ErrorCode.BAD_REQUEST,
             f"'since' must be a non-negative integer of at most {MAX_SEQ_DIGITS} digits",
         )
     return epoch, seq
@@ -132,7 +133,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     address = client_address(request)
     connections = request.app[CONNECTIONS]
     if not connections.acquire(address):
-        await ws.close(code=LIMIT_REACHED, message=b"too many connections from this address")
+        await ws.close(
+            code=CloseCode.LIMIT_REACHED, message=b"too many connections from this address"
+        )
         return ws
     try:
         sink = WebSocketSink(ws, request.transport)
@@ -143,11 +146,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             room = await hub.open(name)
             attach(hub, room, sub, resume, role)
         except ClientError as exc:
-            await ws.close(code=exc.close_code or CAPACITY, message=exc.message.encode())
+            await ws.close(
+                code=exc.close_code or CloseCode.TRY_AGAIN_LATER, message=exc.message.encode()
+            )
             return ws
         except Exception:
             log.exception("room %s: a join failed; closing 1011", name)
-            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+            await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")
             return ws
         sub.start()
         expiry = None
@@ -155,7 +160,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             # PROTOCOL.md: a live connection whose token expires is closed with 4500.
             delay = max(0.0, claims.exp - time.time())
             expiry = asyncio.get_running_loop().call_later(
-                delay, sub.close, TOKEN_EXPIRED, "token expired"
+                delay, sub.close, CloseCode.UNAUTHORIZED, "token expired"
             )
         sockets, heartbeat = request.app[SOCKETS], request.app[HEARTBEAT]
         sockets.add(ws)
@@ -224,7 +229,7 @@ class FrameReader:
             await ws.pong(msg.data)  # RFC 6455, section 5.5.3 (autoping is off)
         elif msg.type == WSMsgType.BINARY:
             log.info("room %s: binary frame, closing 1003", self.room.state.name)
-            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
+            await ws.close(code=CloseCode.UNSUPPORTED_DATA, message=b"text frames only")
             return False
         return True  # a pong: the heartbeat heard it
 
@@ -249,7 +254,7 @@ class FrameReader:
                         default_model=self.default_model,
                     )
                 except ClientError as exc:
-                    if exc.code != "rate_limited":
+                    if exc.code != ErrorCode.RATE_LIMITED:
                         self.refusals.prompt_accepted()  # past the budget: the streak is over
                     raise
                 self.refusals.prompt_accepted()
@@ -259,7 +264,7 @@ class FrameReader:
             return self._go_on(self.refusals.refused(exc.code))
         return True
 
-    def _go_on(self, close_code: int | None) -> bool:
+    def _go_on(self, close_code: CloseCode | None) -> bool:
         if close_code is None:
             return True
         log.info("room %s: closing %d after refused frames", self.room.state.name, close_code)
