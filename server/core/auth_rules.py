@@ -43,13 +43,16 @@ def claims_from(payload: Mapping[str, object]) -> Claims:
     return Claims(room=room, role=role, exp=float(exp), sub=sub)
 
 
-def authorize(claims: Claims, room: str, action: Action) -> None:
-    """Check that the token allows ``action`` in ``room``.
+def authorize(claims: Claims, room: str | None, action: Action) -> None:
+    """Check that the token allows ``action`` in ``room``: the room first, then the role.
+
+    ``room`` None (a request that names no room, such as ``/v1/models`` without ``X-Room``)
+    checks the role alone.
 
     Raises:
         ClientError: ``forbidden`` for another room or a viewer that wants to prompt.
     """
-    if claims.role != "admin" and claims.room not in ("*", room):
+    if room is not None and claims.role != "admin" and claims.room not in ("*", room):
         raise ClientError(ErrorCode.FORBIDDEN, "the token does not allow this room")
     if action == "prompt":
         may_prompt(claims.role)

@@ -13,7 +13,7 @@ import jwt
 from aiohttp import web
 
 from server.config import Config
-from server.core.auth_rules import Action, Claims, authorize, claims_from
+from server.core.auth_rules import Claims, claims_from
 from server.core.codes import ErrorCode
 from server.core.errors import ClientError
 from server.core.messages import Role
@@ -57,19 +57,6 @@ def request_token(request: web.Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return request.query.get("token") or None
-
-
-def check_request(request: web.Request, config: Config, room: str, action: Action) -> Role:
-    """Authenticate and authorize a request for ``action`` in ``room``; return its role.
-
-    Raises:
-        ClientError: ``unauthorized`` (401) or ``forbidden`` (403).
-    """
-    claims = request_claims(request, config)
-    if claims is None:
-        return "publisher"
-    authorize(claims, room, action)
-    return claims.role
 
 
 def request_claims(request: web.Request, config: Config) -> Claims | None:

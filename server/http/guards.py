@@ -22,6 +22,7 @@ from server.core.errors import ClientError
 from server.core.messages import Role
 from server.core.origins import HostAllowlist, origin_allowed
 from server.core.ratelimit import RateLimiter
+from server.core.types import RoomName
 from server.http.auth import request_claims
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -90,8 +91,18 @@ def principal(request: web.Request, claims: Claims | None) -> str:
     return f"sub:{claims.sub}" if claims is not None else client_address(request)
 
 
-def guard(request: web.Request, config: Config, room: str, action: Action) -> Caller:
-    """The token (Host and Origin were checked by the middleware): who may act in ``room``.
+def guard(request: web.Request, config: Config, room: RoomName | None, action: Action) -> Caller:
+    """Who may do ``action`` in ``room``: the one authorisation of every entry point (the HTTP
+    API, the WebSocket, SSE, the tap and ``/v1/models``), always in the same order.
+
+    1. Host, then Origin: ``host_and_origin``, the middleware that runs before any handler
+       (it guards every request that carries an Origin, pages included, not only these).
+    2. The token: missing, bad or expired is 401 (token mode only).
+    3. The room, then the role (``authorize``): 403. ``room`` None checks the role alone.
+
+    Call it as soon as the room's name is parsed, before anything else of the request is read
+    (body, resume point): a request that fails several checks is refused for the first one,
+    at every entry point alike.
 
     Raises:
         ClientError: ``unauthorized`` (401) or ``forbidden`` (403).

@@ -14,7 +14,6 @@ from typing import Literal
 
 from aiohttp import web
 
-from server.core.auth_rules import authorize, may_prompt
 from server.core.codec import dump_json
 from server.core.codes import ErrorCode
 from server.core.errors import ClientError, UpstreamError
@@ -30,7 +29,6 @@ from server.core.tap import (
 from server.core.types import TurnId, parse_room_name
 from server.http.admission import enter_room
 from server.http.api import json_body
-from server.http.auth import request_claims
 from server.http.guards import guard
 from server.http.keys import CONFIG, HUB, PROMPTS, ROOM_BUDGET, UPSTREAM
 from server.rooms.room import Room
@@ -228,13 +226,8 @@ async def _complete(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Respons
 async def models(request: web.Request) -> web.Response:
     """The upstream's model list, passed through; in token mode, under the tap's token rules
     (a token that may prompt, in the ``X-Room`` room when the header is there)."""
-    claims = request_claims(request, request.app[CONFIG])
-    if claims is not None:
-        room = request.headers.get("X-Room")
-        if room:
-            authorize(claims, parse_room_name(room), "prompt")
-        else:
-            may_prompt(claims.role)
+    room = request.headers.get("X-Room")
+    guard(request, request.app[CONFIG], parse_room_name(room) if room else None, "prompt")
     try:
         status, body = await request.app[UPSTREAM].models()
     except UpstreamError as exc:

@@ -9,7 +9,7 @@ import time
 from aiohttp import WSMessage, WSMsgType, web
 
 from server.config import Config
-from server.core.auth_rules import authorize, may_prompt
+from server.core.auth_rules import may_prompt
 from server.core.codec import decode_client_frame
 from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError
@@ -19,8 +19,7 @@ from server.core.text import MAX_SEQ_DIGITS, check_client_text, parse_seq
 from server.core.types import parse_room_name
 from server.core.wsframe import PING, FrameOnce
 from server.http.admission import PromptAdmission, enter_room
-from server.http.auth import request_claims
-from server.http.guards import client_address, principal
+from server.http.guards import client_address, guard
 from server.http.heartbeat import Beating
 from server.http.joining import attach, send_one
 from server.http.keys import CONFIG, CONNECTIONS, HEARTBEAT, HUB, PROMPTS, ROOM_BUDGET, SOCKETS
@@ -113,16 +112,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
-    resume = resume_point(dict(request.query))
     # Refused before the upgrade: another Host (400) and a bad Origin (403) by the
-    # middleware, a missing or bad token (401/403), a full server (503), a principal past
-    # its room-creation budget (429).
-    claims = request_claims(request, config)
-    role: Role = "publisher"
-    if claims is not None:
-        authorize(claims, name, "view")
-        role = claims.role
-    who = principal(request, claims)
+    # middleware, a missing or bad token (401/403), a bad resume point (400), a full server
+    # (503), a principal past its room-creation budget (429).
+    caller = guard(request, config, name, "view")
+    resume = resume_point(dict(request.query))
+    claims, role, who = caller.claims, caller.role, caller.principal
     enter_room(hub, request.app[ROOM_BUDGET], name, who)
     # No aiohttp heartbeat (a timer per connection, and its state on every response): the
     # instance's heartbeat wheel pings, and this reader answers pings itself.
