@@ -14,7 +14,6 @@ from server.broker import make_broker
 from server.broker.base import Broker
 from server.config import Config
 from server.core.codes import CloseCode
-from server.core.room import RoomLimits
 from server.http import api, pages, sse, tap
 from server.http.admission import PromptAdmission
 from server.http.errors import json_errors
@@ -62,26 +61,12 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     )
     app[CONFIG] = config
     secrets = tuple(s.reveal() for s in (config.api_key, config.auth_secret) if s is not None)
-    rooms = config.rooms
+    room_limits = config.rooms.room_limits()
     app[HUB] = Hub(
-        RoomLimits(
-            retained_events=rooms.retained_events,
-            snapshot_turns=rooms.snapshot_turns,
-            history_turns=rooms.history_turns,
-            max_bytes=rooms.max_room_bytes,
-            history_bytes=rooms.history_bytes,
-        ),
-        HubLimits(max_rooms=rooms.max_rooms, max_subscribers=rooms.max_subscribers),
+        room_limits,
+        HubLimits.from_config(config.rooms),
         secrets,
-        broker
-        or make_broker(
-            config.broker.url,
-            lease_seconds=config.broker.lease_seconds,
-            key_prefix=config.broker.key_prefix,
-            max_events=rooms.retained_events,
-            max_turns=max(rooms.snapshot_turns, rooms.history_turns, 1),
-            max_bytes=rooms.max_room_bytes,
-        ),
+        broker or make_broker(config.broker, room_limits),
     )
     app[SOCKETS] = set()
     app[SSE_STREAMS] = set()

@@ -86,6 +86,12 @@ class RoomLimits:
     max_bytes: int = 0
     history_bytes: int = 0
 
+    @property
+    def kept_turns(self) -> int:
+        """How many ended turns a room (and its broker) keeps: enough for the snapshot and for
+        the history, and at least one."""
+        return max(self.snapshot_turns, self.history_turns, 1)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredRoom:
@@ -381,7 +387,7 @@ class RoomState:
         """
         turn.size = turn_size(turn.view())
         self._turn_bytes += turn.size
-        keep = max(self.limits.snapshot_turns, self.limits.history_turns, 1)
+        keep = self.limits.kept_turns
         budget = self.limits.max_bytes
         while len(self._turns) > keep or (
             budget and len(self._turns) > 1 and self._turn_bytes > budget

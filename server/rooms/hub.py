@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from server.broker.base import Broker, BrokerUnavailable, Record
 from server.broker.memory import MemoryBroker, MemoryStore
+from server.config import RoomsConfig
 from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError, broker_unavailable, turn_in_progress
 from server.core.messages import PromptRequest, TurnEnd
@@ -44,6 +45,11 @@ class HubLimits:
     max_rooms: int = 10_000
     max_subscribers: int = 0
 
+    @classmethod
+    def from_config(cls, rooms: RoomsConfig) -> HubLimits:
+        """The limits that ``[rooms]`` sets."""
+        return cls(max_rooms=rooms.max_rooms, max_subscribers=rooms.max_subscribers)
+
 
 class Hub:
     """The rooms of this instance and the rules for entering, prompting and cancelling."""
@@ -63,9 +69,9 @@ class Hub:
         self.limits = limits
         self._secrets = secrets_
         self._runner: TurnStarter | None = None
-        keep = max(room_limits.snapshot_turns, room_limits.history_turns, 1)
         self.broker = broker or MemoryBroker(
-            MemoryStore(room_limits.retained_events, keep, room_limits.max_bytes), "local"
+            MemoryStore(room_limits.retained_events, room_limits.kept_turns, room_limits.max_bytes),
+            "local",
         )
         self.replicas = Replicas(self.rooms, self.broker, room_limits, secrets_)
         self.writes = TurnWrites(self.broker, self.replicas)
