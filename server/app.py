@@ -13,7 +13,7 @@ from aiohttp import web
 from server.broker import make_broker
 from server.broker.base import Broker
 from server.config import Config
-from server.core.room import RoomLimits
+from server.core.codes import CloseCode
 from server.http import api, pages, sse, tap
 from server.http.admission import PromptAdmission
 from server.http.errors import json_errors
@@ -43,7 +43,6 @@ from server.upstream.client import OPENAI_BASE_URL, UpstreamClient
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 60.0
-GOING_AWAY = 1001
 
 
 def create_app(config: Config, broker: Broker | None = None) -> web.Application:
@@ -62,26 +61,12 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     )
     app[CONFIG] = config
     secrets = tuple(s.reveal() for s in (config.api_key, config.auth_secret) if s is not None)
-    rooms = config.rooms
+    room_limits = config.rooms.room_limits()
     app[HUB] = Hub(
-        RoomLimits(
-            retained_events=rooms.retained_events,
-            snapshot_turns=rooms.snapshot_turns,
-            history_turns=rooms.history_turns,
-            max_bytes=rooms.max_room_bytes,
-            history_bytes=rooms.history_bytes,
-        ),
-        HubLimits(max_rooms=rooms.max_rooms, max_subscribers=rooms.max_subscribers),
+        room_limits,
+        HubLimits.from_config(config.rooms),
         secrets,
-        broker
-        or make_broker(
-            config.broker.url,
-            lease_seconds=config.broker.lease_seconds,
-            key_prefix=config.broker.key_prefix,
-            max_events=rooms.retained_events,
-            max_turns=max(rooms.snapshot_turns, rooms.history_turns, 1),
-            max_bytes=rooms.max_room_bytes,
-        ),
+        broker or make_broker(config.broker, room_limits),
     )
     app[SOCKETS] = set()
     app[SSE_STREAMS] = set()
@@ -192,4 +177,4 @@ async def _shutdown(app: web.Application) -> None:
     for room in hub.rooms.values():
         room.rounds.flush()  # a large room's round: everything before the 1001
         for sub in tuple(room.subscribers):
-            sub.close(GOING_AWAY, "server shutting down")
+            sub.close(CloseCode.GOING_AWAY, "server shutting down")

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.core.codec import load_client_object, parse_prompt, snapshot_wire
+from server.core.codes import ErrorCode
 from server.core.errors import ClientError
 from server.core.types import parse_room_name
 from server.http.admission import enter_room
@@ -78,17 +79,17 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         ClientError: ``too_large`` or ``bad_request`` (naming the field).
     """
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ClientError("too_large", "request body too large")
+        raise ClientError(ErrorCode.TOO_LARGE, "request body too large")
     try:
         raw = await request.read()  # bounded by the app's client_max_size
     except web.HTTPRequestEntityTooLarge as exc:
-        raise ClientError("too_large", "request body too large") from exc
+        raise ClientError(ErrorCode.TOO_LARGE, "request body too large") from exc
     if len(raw) > MAX_BODY_BYTES:
-        raise ClientError("too_large", "request body too large")
+        raise ClientError(ErrorCode.TOO_LARGE, "request body too large")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ClientError("bad_request", "body is not UTF-8") from exc
+        raise ClientError(ErrorCode.BAD_REQUEST, "body is not UTF-8") from exc
     return load_client_object(text)
 
 

@@ -13,7 +13,8 @@ import jwt
 from aiohttp import web
 
 from server.config import Config
-from server.core.auth_rules import Action, Claims, authorize, claims_from
+from server.core.auth_rules import Claims, claims_from
+from server.core.codes import ErrorCode
 from server.core.errors import ClientError
 from server.core.messages import Role
 
@@ -43,9 +44,9 @@ def verify_token(secret: str, token: str) -> Claims:
     try:
         payload = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp"]})
     except jwt.ExpiredSignatureError as exc:
-        raise ClientError("unauthorized", "the token has expired") from exc
+        raise ClientError(ErrorCode.UNAUTHORIZED, "the token has expired") from exc
     except jwt.PyJWTError as exc:
-        raise ClientError("unauthorized", "the token is not valid") from exc
+        raise ClientError(ErrorCode.UNAUTHORIZED, "the token is not valid") from exc
     return claims_from(payload)
 
 
@@ -56,19 +57,6 @@ def request_token(request: web.Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return request.query.get("token") or None
-
-
-def check_request(request: web.Request, config: Config, room: str, action: Action) -> Role:
-    """Authenticate and authorize a request for ``action`` in ``room``; return its role.
-
-    Raises:
-        ClientError: ``unauthorized`` (401) or ``forbidden`` (403).
-    """
-    claims = request_claims(request, config)
-    if claims is None:
-        return "publisher"
-    authorize(claims, room, action)
-    return claims.role
 
 
 def request_claims(request: web.Request, config: Config) -> Claims | None:
@@ -82,5 +70,5 @@ def request_claims(request: web.Request, config: Config) -> Claims | None:
     assert config.auth_secret is not None  # the config loader insists on it
     token = request_token(request)
     if token is None:
-        raise ClientError("unauthorized", "a token is required")
+        raise ClientError(ErrorCode.UNAUTHORIZED, "a token is required")
     return verify_token(config.auth_secret.reveal(), token)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from server.core.codes import ErrorCode
 from server.core.errors import ClientError
 from server.http.keys import METRICS
 
@@ -16,14 +17,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # aiohttp's own HTTP exceptions (unknown route, wrong method...) mapped to protocol codes.
 _CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "bad_request",
-    413: "too_large",
-    429: "rate_limited",
-    503: "unavailable",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.BAD_REQUEST,
+    413: ErrorCode.TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.UNAVAILABLE,
 }
 
 
@@ -52,8 +53,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _CODES.get(exc.status, "bad_request" if exc.status < 500 else "unavailable")
+        code = _CODES.get(
+            exc.status, ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.UNAVAILABLE
+        )
         return error_response(exc.status, code, exc.reason)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "internal_error", "internal server error")
+        return error_response(500, ErrorCode.INTERNAL_ERROR, "internal server error")

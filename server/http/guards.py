@@ -17,10 +17,12 @@ from aiohttp.typedefs import Middleware
 
 from server.config import Config
 from server.core.auth_rules import Action, Claims, authorize
+from server.core.codes import ErrorCode
 from server.core.errors import ClientError
 from server.core.messages import Role
 from server.core.origins import HostAllowlist, origin_allowed
 from server.core.ratelimit import RateLimiter
+from server.core.types import RoomName
 from server.http.auth import request_claims
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,7 +54,7 @@ def check_origin(request: web.Request, hosts: HostAllowlist, allowed: list[str])
     if origin is None:
         return
     if not origin_allowed(origin, hosts.own_origin(request.scheme, request.host), allowed):
-        raise ClientError("forbidden", "this origin is not allowed")
+        raise ClientError(ErrorCode.FORBIDDEN, "this origin is not allowed")
 
 
 def host_and_origin(config: Config) -> Middleware:
@@ -66,7 +68,9 @@ def host_and_origin(config: Config) -> Middleware:
         if request.path in ANY_HOST_PATHS:
             return await handler(request)
         if not hosts.allows(request.host):
-            raise ClientError("bad_request", "this server does not answer to that host name")
+            raise ClientError(
+                ErrorCode.BAD_REQUEST, "this server does not answer to that host name"
+            )
         check_origin(request, hosts, allowed)
         return await handler(request)
 
@@ -87,8 +91,18 @@ def principal(request: web.Request, claims: Claims | None) -> str:
     return f"sub:{claims.sub}" if claims is not None else client_address(request)
 
 
-def guard(request: web.Request, config: Config, room: str, action: Action) -> Caller:
-    """The token (Host and Origin were checked by the middleware): who may act in ``room``.
+def guard(request: web.Request, config: Config, room: RoomName | None, action: Action) -> Caller:
+    """Who may do ``action`` in ``room``: the one authorisation of every entry point (the HTTP
+    API, the WebSocket, SSE, the tap and ``/v1/models``), always in the same order.
+
+    1. Host, then Origin: ``host_and_origin``, the middleware that runs before any handler
+       (it guards every request that carries an Origin, pages included, not only these).
+    2. The token: missing, bad or expired is 401 (token mode only).
+    3. The room, then the role (``authorize``): 403. ``room`` None checks the role alone.
+
+    Call it as soon as the room's name is parsed, before anything else of the request is read
+    (body, resume point): a request that fails several checks is refused for the first one,
+    at every entry point alike.
 
     Raises:
         ClientError: ``unauthorized`` (401) or ``forbidden`` (403).
@@ -116,7 +130,7 @@ class Budget:
         wait = self._limiter.take(key, time.monotonic())
         if wait is not None:
             raise ClientError(
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 f"too many {self.what}; wait a moment",
                 temporary=True,
                 retry_after_ms=max(1, round(wait * 1000)),

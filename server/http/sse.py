@@ -14,6 +14,7 @@ import time
 from aiohttp import web
 
 from server.core.auth_rules import Claims
+from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError
 from server.core.messages import ErrorFrame
 from server.core.sse_frames import KEEPALIVE, parse_last_event_id, sse_frame
@@ -22,13 +23,11 @@ from server.http.admission import enter_room
 from server.http.guards import client_address, guard
 from server.http.joining import attach, send_one
 from server.http.keys import CONFIG, CONNECTIONS, HUB, ROOM_BUDGET, SSE_STREAMS
-from server.rooms.subscriber import SLOW_CONSUMER, Subscriber, connection_subscriber
+from server.rooms.subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
-
-TOKEN_EXPIRED = 4500  # the WebSocket's close code; SSE ends with an ``unauthorized`` event
 
 HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -51,7 +50,7 @@ class SSESink:
         """Write one message as an SSE event."""
         await self.response.write(sse_frame(data, self.epoch))
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, code: CloseCode, reason: str) -> None:
         """End the stream; SSE has no close codes, the client reconnects with Last-Event-ID."""
         log.info("closing an SSE stream (%d %s)", code, reason)
         with contextlib.suppress(ConnectionError):
@@ -75,11 +74,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     limit = config.rooms.max_subscribers
     if limit and room is not None and len(room.subscribers) >= limit:
         # SSE has no close codes: refuse up front
-        raise ClientError("unavailable", "this room has reached its subscriber limit")
+        raise ClientError(ErrorCode.UNAVAILABLE, "this room has reached its subscriber limit")
     address = client_address(request)
     if not request.app[CONNECTIONS].acquire(address):
         # SSE has no 4503: the same 503 as a full room, before the stream starts
-        raise ClientError("unavailable", "too many connections from this address")
+        raise ClientError(ErrorCode.UNAVAILABLE, "too many connections from this address")
     try:
         return await _stream(request, name, resume, caller.claims)
     finally:
@@ -89,8 +88,8 @@ async def events(request: web.Request) -> web.StreamResponse:
 def _expire(sub: Subscriber) -> None:
     """The token expired: an ``unauthorized`` error event, then the end of the stream (the
     WebSocket's 4500; an EventSource reconnects, and a new request needs a new token)."""
-    send_one(sub, ErrorFrame("unauthorized", "the token has expired"))
-    sub.close(TOKEN_EXPIRED, "token expired")
+    send_one(sub, ErrorFrame(ErrorCode.UNAUTHORIZED, "the token has expired"))
+    sub.close(CloseCode.UNAUTHORIZED, "token expired")
 
 
 async def _stream(
@@ -167,7 +166,7 @@ async def _keep_alive(
         try:
             if not await _written_within(response, transport, KEEPALIVE, timeout):
                 log.info("an SSE keep-alive was not taken in %.1f s; dropping the stream", timeout)
-                sub.close(SLOW_CONSUMER, "stopped reading")
+                sub.close(CloseCode.SLOW_CONSUMER, "stopped reading")
                 if transport is not None:
                     transport.abort()
                 return

@@ -14,8 +14,8 @@ from typing import Literal
 
 from aiohttp import web
 
-from server.core.auth_rules import authorize, may_prompt
 from server.core.codec import dump_json
+from server.core.codes import ErrorCode
 from server.core.errors import ClientError, UpstreamError
 from server.core.messages import PromptRequest
 from server.core.sse import SSEEvent
@@ -29,7 +29,6 @@ from server.core.tap import (
 from server.core.types import TurnId, parse_room_name
 from server.http.admission import enter_room
 from server.http.api import json_body
-from server.http.auth import request_claims
 from server.http.guards import guard
 from server.http.keys import CONFIG, HUB, PROMPTS, ROOM_BUDGET, UPSTREAM
 from server.rooms.room import Room
@@ -87,7 +86,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     room_name = request.headers.get("X-Room")
     if not room_name:
-        raise ClientError("bad_request", "the X-Room header must name the room that watches")
+        raise ClientError(
+            ErrorCode.BAD_REQUEST, "the X-Room header must name the room that watches"
+        )
     name = parse_room_name(room_name)
     caller = guard(request, config, name, "prompt")
     tap = parse_tap_request(
@@ -225,13 +226,8 @@ async def _complete(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Respons
 async def models(request: web.Request) -> web.Response:
     """The upstream's model list, passed through; in token mode, under the tap's token rules
     (a token that may prompt, in the ``X-Room`` room when the header is there)."""
-    claims = request_claims(request, request.app[CONFIG])
-    if claims is not None:
-        room = request.headers.get("X-Room")
-        if room:
-            authorize(claims, parse_room_name(room), "prompt")
-        else:
-            may_prompt(claims.role)
+    room = request.headers.get("X-Room")
+    guard(request, request.app[CONFIG], parse_room_name(room) if room else None, "prompt")
     try:
         status, body = await request.app[UPSTREAM].models()
     except UpstreamError as exc:

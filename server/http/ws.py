@@ -6,20 +6,20 @@ import asyncio
 import logging
 import time
 
-from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from server.config import Config
-from server.core.auth_rules import authorize, may_prompt
+from server.core.auth_rules import may_prompt
 from server.core.codec import decode_client_frame
+from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError
 from server.core.messages import CancelRequest, ErrorFrame, Role
-from server.core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
+from server.core.refusals import RefusalCount
 from server.core.text import MAX_SEQ_DIGITS, check_client_text, parse_seq
 from server.core.types import parse_room_name
 from server.core.wsframe import PING, FrameOnce
 from server.http.admission import PromptAdmission, enter_room
-from server.http.auth import request_claims
-from server.http.guards import client_address, principal
+from server.http.guards import client_address, guard
 from server.http.heartbeat import Beating
 from server.http.joining import attach, send_one
 from server.http.keys import CONFIG, CONNECTIONS, HEARTBEAT, HUB, PROMPTS, ROOM_BUDGET, SOCKETS
@@ -29,10 +29,10 @@ from server.rooms.subscriber import Subscriber, connection_subscriber
 
 log = logging.getLogger(__name__)
 
-CAPACITY = 1013
-TOKEN_EXPIRED = 4500
-LIMIT_REACHED = 4503
-CLOSE_REASONS = {TOO_MANY_BAD_FRAMES: "too many bad frames", RATE_LIMITED: "rate limited"}
+CLOSE_REASONS = {
+    CloseCode.TOO_MANY_BAD_FRAMES: "too many bad frames",
+    CloseCode.RATE_LIMITED: "rate limited",
+}
 CLOSE_WAIT_SECONDS = 5.0
 
 
@@ -74,7 +74,7 @@ class WebSocketSink(Beating):
         if self.transport is not None:
             self.transport.abort()
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, code: CloseCode, reason: str) -> None:
         """Close with ``code``."""
         await self.ws.close(code=code, message=reason.encode())
 
@@ -97,7 +97,7 @@ def resume_point(query: dict[str, str]) -> tuple[str, int] | None:
     seq = parse_seq(since)
     if seq is None:
         raise ClientError(
-            "bad_request",
+            ErrorCode.BAD_REQUEST,
             f"'since' must be a non-negative integer of at most {MAX_SEQ_DIGITS} digits",
         )
     return epoch, seq
@@ -112,16 +112,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     hub = request.app[HUB]
     name = parse_room_name(request.match_info["room"])
-    resume = resume_point(dict(request.query))
     # Refused before the upgrade: another Host (400) and a bad Origin (403) by the
-    # middleware, a missing or bad token (401/403), a full server (503), a principal past
-    # its room-creation budget (429).
-    claims = request_claims(request, config)
-    role: Role = "publisher"
-    if claims is not None:
-        authorize(claims, name, "view")
-        role = claims.role
-    who = principal(request, claims)
+    # middleware, a missing or bad token (401/403), a bad resume point (400), a full server
+    # (503), a principal past its room-creation budget (429).
+    caller = guard(request, config, name, "view")
+    resume = resume_point(dict(request.query))
+    claims, role, who = caller.claims, caller.role, caller.principal
     enter_room(hub, request.app[ROOM_BUDGET], name, who)
     # No aiohttp heartbeat (a timer per connection, and its state on every response): the
     # instance's heartbeat wheel pings, and this reader answers pings itself.
@@ -132,7 +128,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     address = client_address(request)
     connections = request.app[CONNECTIONS]
     if not connections.acquire(address):
-        await ws.close(code=LIMIT_REACHED, message=b"too many connections from this address")
+        await ws.close(
+            code=CloseCode.LIMIT_REACHED, message=b"too many connections from this address"
+        )
         return ws
     try:
         sink = WebSocketSink(ws, request.transport)
@@ -143,11 +141,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             room = await hub.open(name)
             attach(hub, room, sub, resume, role)
         except ClientError as exc:
-            await ws.close(code=exc.close_code or CAPACITY, message=exc.message.encode())
+            await ws.close(
+                code=exc.close_code or CloseCode.TRY_AGAIN_LATER, message=exc.message.encode()
+            )
             return ws
         except Exception:
             log.exception("room %s: a join failed; closing 1011", name)
-            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+            await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")
             return ws
         sub.start()
         expiry = None
@@ -155,7 +155,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             # PROTOCOL.md: a live connection whose token expires is closed with 4500.
             delay = max(0.0, claims.exp - time.time())
             expiry = asyncio.get_running_loop().call_later(
-                delay, sub.close, TOKEN_EXPIRED, "token expired"
+                delay, sub.close, CloseCode.UNAUTHORIZED, "token expired"
             )
         sockets, heartbeat = request.app[SOCKETS], request.app[HEARTBEAT]
         sockets.add(ws)
@@ -224,7 +224,7 @@ class FrameReader:
             await ws.pong(msg.data)  # RFC 6455, section 5.5.3 (autoping is off)
         elif msg.type == WSMsgType.BINARY:
             log.info("room %s: binary frame, closing 1003", self.room.state.name)
-            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
+            await ws.close(code=CloseCode.UNSUPPORTED_DATA, message=b"text frames only")
             return False
         return True  # a pong: the heartbeat heard it
 
@@ -249,7 +249,7 @@ class FrameReader:
                         default_model=self.default_model,
                     )
                 except ClientError as exc:
-                    if exc.code != "rate_limited":
+                    if exc.code != ErrorCode.RATE_LIMITED:
                         self.refusals.prompt_accepted()  # past the budget: the streak is over
                     raise
                 self.refusals.prompt_accepted()
@@ -259,7 +259,7 @@ class FrameReader:
             return self._go_on(self.refusals.refused(exc.code))
         return True
 
-    def _go_on(self, close_code: int | None) -> bool:
+    def _go_on(self, close_code: CloseCode | None) -> bool:
         if close_code is None:
             return True
         log.info("room %s: closing %d after refused frames", self.room.state.name, close_code)

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from server.broker.base import Broker, BrokerUnavailable, Record
 from server.broker.memory import MemoryBroker, MemoryStore
+from server.config import RoomsConfig
+from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError, broker_unavailable, turn_in_progress
 from server.core.messages import PromptRequest, TurnEnd
 from server.core.room import RoomLimits, RoomState, TurnKind, TurnStarted
 from server.core.types import RoomName, TurnId
 from server.rooms.replicas import Replicas
 from server.rooms.room import Room, TurnLost
-from server.rooms.subscriber import SLOW_CONSUMER, Subscriber
+from server.rooms.subscriber import Subscriber
 from server.rooms.turn_writes import TurnWrites
 
 if TYPE_CHECKING:
@@ -42,6 +44,11 @@ class HubLimits:
 
     max_rooms: int = 10_000
     max_subscribers: int = 0
+
+    @classmethod
+    def from_config(cls, rooms: RoomsConfig) -> HubLimits:
+        """The limits that ``[rooms]`` sets."""
+        return cls(max_rooms=rooms.max_rooms, max_subscribers=rooms.max_subscribers)
 
 
 class Hub:
@@ -62,9 +69,9 @@ class Hub:
         self.limits = limits
         self._secrets = secrets_
         self._runner: TurnRunner | None = None
-        keep = max(room_limits.snapshot_turns, room_limits.history_turns, 1)
         self.broker = broker or MemoryBroker(
-            MemoryStore(room_limits.retained_events, keep, room_limits.max_bytes), "local"
+            MemoryStore(room_limits.retained_events, room_limits.kept_turns, room_limits.max_bytes),
+            "local",
         )
         self.replicas = Replicas(self.rooms, self.broker, room_limits, secrets_)
         self.writes = TurnWrites(self.broker, self.replicas)
@@ -96,7 +103,9 @@ class Hub:
         limit = self.limits.max_rooms
         if limit and name not in self.rooms and len(self.rooms) >= limit:
             raise ClientError(
-                "unavailable", "the server has reached its room limit", close_code=1013
+                ErrorCode.UNAVAILABLE,
+                "the server has reached its room limit",
+                close_code=CloseCode.TRY_AGAIN_LATER,
             )
 
     def room(self, name: RoomName) -> Room:
@@ -169,7 +178,9 @@ class Hub:
         """
         if self.limits.max_subscribers and len(room.subscribers) >= self.limits.max_subscribers:
             raise ClientError(
-                "unavailable", "this room has reached its subscriber limit", close_code=4503
+                ErrorCode.UNAVAILABLE,
+                "this room has reached its subscriber limit",
+                close_code=CloseCode.LIMIT_REACHED,
             )
         room.subscribers.add(sub)
         room.state.join()
@@ -183,7 +194,7 @@ class Hub:
             room.subscribers.discard(sub)
             room.state.leave()
             self.merged_by_gone += sub.outbox.merged
-            self.slow_closes += sub.close_code == SLOW_CONSUMER
+            self.slow_closes += sub.close_code == CloseCode.SLOW_CONSUMER
             room.idle_since = time.monotonic()
             self._presence_changed(room)
             self._share_viewers(room)
@@ -383,7 +394,7 @@ class Hub:
         if not (room.fence and task is not None and state.streaming_turn == turn_id):
             claim = await self.broker.steal(state.name, state.epoch, turn_id, force=True)
             if claim.status != "ok":
-                raise ClientError("turn_ended", "the turn has already ended")
+                raise ClientError(ErrorCode.TURN_ENDED, "the turn has already ended")
             await self.writes.catch_up(room, claim.seq)
             room.fence = claim.fence
         end = room.state.cancel(turn_id, time.time())

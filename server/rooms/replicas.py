@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from server.broker.base import Broker, BrokerUnavailable, Record
 from server.core.codec import encode
+from server.core.codes import CloseCode
 from server.core.messages import SequencedEvent, TurnEnd
 from server.core.room import RoomLimits, RoomState, StoredRoom, TurnKind
 from server.core.types import RoomName
@@ -24,9 +25,6 @@ from server.rooms.room import Room
 
 log = logging.getLogger(__name__)
 
-# Close code for subscribers whose room lost history they had seen (the broker was wiped or
-# rolled back): PROTOCOL.md's 1011, "reconnect with backoff"; the resume gets a snapshot.
-HISTORY_LOST = 1011
 SYNC_RETRY_MAX_SECONDS = 5.0
 
 
@@ -178,7 +176,8 @@ class Replicas:
                 len(room.subscribers),
             )
             for sub in tuple(room.subscribers):
-                sub.close(HISTORY_LOST, "room history was lost; resume")
+                # PROTOCOL.md's 1011, "reconnect with backoff": the resume gets a snapshot.
+                sub.close(CloseCode.INTERNAL_ERROR, "room history was lost; resume")
             room.delivered = state.seq
         elif replay:
             self.deliver(room, replay, [encoded.get(e.seq) or encode(e) for e in replay])

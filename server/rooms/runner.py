@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
+from server.core.codes import ErrorCode
 from server.core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
 from server.core.messages import ErrorInfo, SequencedEvent, TurnEnd
 from server.core.retry import RetryPolicy, is_temporary, retry_delay
@@ -114,7 +115,9 @@ class TurnRunner:
             log.warning("room %s: turn %s stopped here: %s", state.name, turn_id, exc)
         except Exception:
             log.exception("room %s: turn %s crashed", state.name, turn_id)
-            info = ErrorInfo("internal_error", "the server failed while streaming this turn")
+            info = ErrorInfo(
+                ErrorCode.INTERNAL_ERROR, "the server failed while streaming this turn"
+            )
             with contextlib.suppress(TurnLost):
                 await self._end(room, room.state.fail(turn_id, info, time.time()))
 
@@ -167,7 +170,7 @@ class TurnRunner:
         except TimeoutError as exc:
             log.info("room %s: turn %s timed out (body started: %s)", state.name, turn_id, got_body)
             if not got_body:
-                raise UpstreamError("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE) from exc
+                raise UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT_MESSAGE) from exc
             reported = _report_repairs(room, turn_id)
             await self._end(room, room.state.time_out(turn_id, body_started=True, now=time.time()))
         except UpstreamStatusError as exc:

@@ -24,14 +24,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from server.config import LimitsConfig
+from server.core.codes import CloseCode
 from server.core.messages import ServerMessage
 from server.core.outbox import Outbox
 from server.core.stall import StallWatch
 
 log = logging.getLogger(__name__)
 
-SLOW_CONSUMER = 4000
-INTERNAL_ERROR = 1011
 CLOSE_TIMEOUT_SECONDS = 2.0
 
 
@@ -41,7 +40,7 @@ class FrameSink(Protocol):
     async def write(self, data: bytes) -> None:
         """Write one encoded frame."""
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, code: CloseCode, reason: str) -> None:
         """Close the connection with a close code."""
 
 
@@ -95,7 +94,7 @@ class Subscriber:
         self._writer: asyncio.Task[None] | None = None
         self._ended = False  # the close was carried out, or a write failed
         self._ended_waiter: asyncio.Future[None] | None = None  # only while one waits
-        self._closing: tuple[int, str] | None = None
+        self._closing: tuple[CloseCode, str] | None = None
         self._coalesce = coalesce_seconds
         self._close_timeout = close_timeout
         self.pos = 0  # how much of its room's pending events it was given (``ring``)
@@ -109,7 +108,7 @@ class Subscriber:
         return self._closing is not None
 
     @property
-    def close_code(self) -> int | None:
+    def close_code(self) -> CloseCode | None:
         """The close code asked for, if any."""
         return None if self._closing is None else self._closing[0]
 
@@ -130,7 +129,7 @@ class Subscriber:
                 in_flight,
             )
             outbox.clear()  # stale once it resumes; the memory goes now, not at the close
-            self._request_close(SLOW_CONSUMER, "slow consumer: fell too far behind")
+            self._request_close(CloseCode.SLOW_CONSUMER, "slow consumer: fell too far behind")
             return
         self._wake()
 
@@ -139,12 +138,12 @@ class Subscriber:
         self.outbox.joined()
         self._wake()
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: CloseCode, reason: str) -> None:
         """Ask the writer to close the connection after what is queued before now."""
         if self._closing is None:
             self._request_close(code, reason)
 
-    def _request_close(self, code: int, reason: str) -> None:
+    def _request_close(self, code: CloseCode, reason: str) -> None:
         self._closing = (code, reason)
         if self._transport is not None:
             # Aborting a connection that closed in time does nothing; one that did not (its
@@ -194,7 +193,7 @@ class Subscriber:
                 self._close_timeout,
             )
             self.outbox.clear()
-            self.close(SLOW_CONSUMER, "slow consumer: stopped reading")
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: stopped reading")
             transport.abort()  # nothing gets through a reader that stopped: not even a close
             return
         self._looking = loop.call_later(self._close_timeout / 4, self._look)
@@ -230,7 +229,7 @@ class Subscriber:
             # its other subscribers go on.
             log.exception("subscriber writer failed; closing 1011")
             self.outbox.clear()
-            self._closing = self._closing or (INTERNAL_ERROR, "internal error")
+            self._closing = self._closing or (CloseCode.INTERNAL_ERROR, "internal error")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._sink.close(*self._closing), self._close_timeout)
             if self._transport is not None:
@@ -242,7 +241,7 @@ class Subscriber:
     def fail(self) -> None:
         """Close this subscriber alone after a fault while serving it (1011)."""
         self.outbox.clear()
-        self.close(INTERNAL_ERROR, "internal error")
+        self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _end(self) -> None:
         self._ended = True

@@ -15,11 +15,20 @@ from typing import Any
 
 import aiohttp
 
+from server.core.codes import CloseCode
 from server.tools.loadtest_check import SEQUENCED, Rebuild
 
-SLOW_CONSUMER = 4000
-# Close codes after which PROTOCOL.md says to reconnect (with resume).
-RECONNECT = frozenset({1001, 1006, 1011, 1013, SLOW_CONSUMER})
+# Close codes after which PROTOCOL.md says to reconnect (with resume); 1006 is a connection
+# that ended without a close frame.
+RECONNECT = frozenset(
+    {
+        CloseCode.GOING_AWAY,
+        aiohttp.WSCloseCode.ABNORMAL_CLOSURE,
+        CloseCode.INTERNAL_ERROR,
+        CloseCode.TRY_AGAIN_LATER,
+        CloseCode.SLOW_CONSUMER,
+    }
+)
 RETRY_SECONDS = (0.05, 0.2, 0.5, 1.0, 2.0)
 WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=3.0)
 
@@ -116,9 +125,9 @@ class LoadSubscriber:
             if self._stopping:
                 return
             self.closes[code] = self.closes.get(code, 0) + 1
-            if code == SLOW_CONSUMER:
+            if code == CloseCode.SLOW_CONSUMER:
                 self._counters.closes_4000 += 1
-            elif code == 1006:
+            elif code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
                 self._counters.dropped += 1
             if code not in RECONNECT:
                 self.errors.append(f"closed by the server with {code}")

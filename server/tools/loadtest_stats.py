@@ -10,7 +10,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from server.tools.loadtest_client import SLOW_CONSUMER, LoadSubscriber, RoomRun
+from server.core.codes import CloseCode
+from server.tools.loadtest_client import LoadSubscriber, RoomRun
 
 QUANTILES = 200  # points of each CDF kept in the report
 TIMELINE_BINS = 120
@@ -105,7 +106,7 @@ def counts(subs: Sequence[LoadSubscriber], start: float, end: float) -> dict[str
         "merged_frames": merged_frames,
         "merged_seqs": merged_seqs,
         "slow_subscribers": len(slow),
-        "closes_4000": sum(s.closes.get(SLOW_CONSUMER, 0) for s in subs),
+        "closes_4000": sum(s.closes.get(CloseCode.SLOW_CONSUMER, 0) for s in subs),
         "dropped": sum(s.closes.get(1006, 0) for s in subs),
         "reconnects": sum(s.reconnects for s in subs),
         "resumed_recovered": sum(s.rebuild.recovered for s in subs),

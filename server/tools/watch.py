@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from server.core.codes import CloseCode
+
 
 def _room_url(url: str, room: str) -> str:
     base = url.rstrip("/")
@@ -86,7 +88,7 @@ async def watch(
                 if frame.get("ref") == "watch-1":
                     return 1
         code = ws.close_code
-    if code not in (None, 1000):
+    if code not in (None, CloseCode.NORMAL):
         print(f"connection closed with {code}", file=err)
         return 1
     return 0

@@ -18,6 +18,7 @@ import openai
 
 from server.config import UpstreamConfig
 from server.core.accumulator import error_info
+from server.core.codes import ErrorCode
 from server.core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
 from server.core.messages import ErrorInfo
 from server.core.repair import repair_json
@@ -109,10 +110,14 @@ class UpstreamClient:
         except openai.APITimeoutError as exc:
             # The SDK's aiohttp transport reports a refused connection as a connect timeout.
             if _caused_by(exc, aiohttp.ClientConnectorError):
-                raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
-            raise UpstreamError("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE) from exc
+                raise UpstreamError(
+                    ErrorCode.UPSTREAM_UNREACHABLE, "could not reach the upstream"
+                ) from exc
+            raise UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT_MESSAGE) from exc
         except openai.APIConnectionError as exc:
-            raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
+            raise UpstreamError(
+                ErrorCode.UPSTREAM_UNREACHABLE, "could not reach the upstream"
+            ) from exc
         try:
             yield self._body(response.iter_bytes())
         finally:
@@ -124,11 +129,11 @@ class UpstreamClient:
                 yield chunk
         except (openai.APIError, OSError) as exc:
             log.info("upstream body broke: %s", type(exc).__name__)
-            raise StreamBroken("stream_broken", "the upstream stream broke") from exc
+            raise StreamBroken(ErrorCode.STREAM_BROKEN, "the upstream stream broke") from exc
         except Exception as exc:
             # httpx-style read errors surface under their own names; all mean the same here.
             if type(exc).__module__.split(".")[0] in ("httpx2", "httpx", "aiohttp"):
-                raise StreamBroken("stream_broken", "the upstream stream broke") from exc
+                raise StreamBroken(ErrorCode.STREAM_BROKEN, "the upstream stream broke") from exc
             raise
 
     def _status_error(self, exc: openai.APIStatusError) -> UpstreamStatusError:
@@ -140,7 +145,7 @@ class UpstreamClient:
             info = error_info(raw, self._secrets)
         else:
             info = error_info(
-                {"code": "upstream_error", "message": str(exc.message)}, self._secrets
+                {"code": ErrorCode.UPSTREAM_ERROR, "message": str(exc.message)}, self._secrets
             )
         retry_ms = _retry_after_ms(exc.response.headers.get("retry-after"))
         log.warning(
@@ -166,7 +171,9 @@ class UpstreamClient:
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from exc
         except openai.APIError as exc:
-            raise UpstreamError("upstream_unreachable", "could not reach the upstream") from exc
+            raise UpstreamError(
+                ErrorCode.UPSTREAM_UNREACHABLE, "could not reach the upstream"
+            ) from exc
         return raw.http_response.status_code, raw.http_response.content
 
 
