@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from server.tools.loadtest_check import SEQUENCED, Rebuild
+from server.tools.rebuild import SEQUENCED, Rebuild
 
 SLOW_CONSUMER = 4000
 # Close codes after which PROTOCOL.md says to reconnect (with resume).
