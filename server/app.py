@@ -13,6 +13,7 @@ from aiohttp import web
 from server.broker import make_broker
 from server.broker.base import Broker
 from server.config import Config
+from server.core.clock import Alarms
 from server.core.codes import CloseCode
 from server.http import api, pages, sse, tap
 from server.http.admission import PromptAdmission
@@ -45,8 +46,11 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
 
 
-def create_app(config: Config, broker: Broker | None = None) -> web.Application:
-    """Build the aiohttp application for ``config`` (``broker``: instead of broker.url's)."""
+def create_app(
+    config: Config, broker: Broker | None = None, *, heartbeat_alarms: Alarms | None = None
+) -> web.Application:
+    """Build the aiohttp application for ``config`` (``broker``: instead of broker.url's;
+    ``heartbeat_alarms``: what times the heartbeat instead of the event loop, for tests)."""
     quiet_parser_refusals()
     # Outermost first: errors become JSON; then the client's address, scheme and host as a
     # trusted proxy reports them; then the Host allowlist and the Origin check.
@@ -79,7 +83,7 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     )
     app[ROOM_BUDGET] = Budget(limits.rooms_per_minute, limits.room_burst, "new rooms")
     app[CONNECTIONS] = ConnectionCount(limits.max_connections_per_client)
-    app[HEARTBEAT] = Heartbeat(config.server.heartbeat_seconds)
+    app[HEARTBEAT] = Heartbeat(config.server.heartbeat_seconds, heartbeat_alarms)
     app.router.add_routes(api.routes)
     app.router.add_routes(tap.routes)
     app.router.add_routes(sse.routes)

@@ -14,10 +14,17 @@ sets ``heard`` when a frame arrives, and the visit clears it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
 from typing import Generic, TypeVar
 
 SPOKES = 16  # sets visited in turn: a tick every 1/SPOKES of half an interval
+
+
+def tick_seconds(interval: float, spokes: int = SPOKES) -> float:
+    """The time between two ticks, so that each connection is visited once per half
+    ``interval``."""
+    return interval / 2 / spokes
 
 
 class Beat(Enum):
@@ -73,6 +80,11 @@ class HeartbeatWheel(Generic[P]):
 
     def __len__(self) -> int:
         return sum(len(spoke) for spoke in self._spokes)
+
+    def __iter__(self) -> Iterator[P]:
+        """The watched connections (in no particular order)."""
+        for spoke in self._spokes:
+            yield from spoke
 
     def add(self, conn: P) -> None:
         """Start watching ``conn``; joining counts as hearing from it, so its first ping comes

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
-from server.core.heartbeat import SPOKES, HeartbeatWheel, Pulse
+from server.core.clock import Alarms
+from server.core.heartbeat import HeartbeatWheel, Pulse, tick_seconds
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,11 @@ class Beating(Pulse):
 class Heartbeat:
     """Pings connections that have been silent for ``seconds``; drops those that stay so."""
 
-    def __init__(self, seconds: float) -> None:
-        """A heartbeat with a ping interval of ``seconds`` (0 = off)."""
+    def __init__(self, seconds: float, alarms: Alarms | None = None) -> None:
+        """A heartbeat with a ping interval of ``seconds`` (0 = off); its ticks are timed by
+        ``alarms`` (by default the running event loop; a test's ``ManualClock``)."""
         self.seconds = seconds
+        self.alarms = alarms
         self.wheel: HeartbeatWheel[Beating] = HeartbeatWheel()
 
     def add(self, conn: Beating) -> None:
@@ -58,9 +62,17 @@ class Heartbeat:
 
     async def run(self) -> None:
         """Tick forever: every connection is visited once per half interval."""
-        every = self.seconds / 2 / SPOKES
+        loop = asyncio.get_running_loop()
+        alarms: Alarms = self.alarms or loop
+        every = tick_seconds(self.seconds)
         while True:
-            await asyncio.sleep(every)
+            # What asyncio.sleep does, with the timer taken from ``alarms``.
+            woken: asyncio.Future[None] = loop.create_future()
+            alarm = alarms.call_later(every, functools.partial(_wake, woken))
+            try:
+                await woken
+            finally:
+                alarm.cancel()
             self.tick()
 
     async def context(self) -> AsyncIterator[None]:
@@ -75,3 +87,9 @@ class Heartbeat:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    """Resolve ``woken`` unless the sleeper was cancelled meanwhile."""
+    if not woken.done():
+        woken.set_result(None)

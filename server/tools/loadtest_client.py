@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from server.core.codes import CloseCode
-from server.tools.loadtest_check import SEQUENCED, Rebuild
+from server.tools.rebuild import SEQUENCED, Rebuild
 
 # Close codes after which PROTOCOL.md says to reconnect (with resume); 1006 is a connection
 # that ended without a close frame.
