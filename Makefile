@@ -70,9 +70,10 @@ test: $(UV) $(NODE_STAMP) sysdeps
 	$(PY) -m pytest --cov=server --cov-branch --cov-report=term -q $(ARGS)
 	$(PY) -m coverage report --include='server/core/*' --fail-under=100 --show-missing
 
-## check: ruff (lint + format) and mypy --strict (server and tests, files from pyproject.toml)
+## check: import-linter (imports go one way), ruff (lint + format), mypy --strict (server and tests)
 check: $(UV)
 	$(UV_SYNC) --inexact --extra test
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check server tests bench
 	$(VENV)/bin/ruff format --check server tests bench
 	$(VENV)/bin/mypy

@@ -63,7 +63,7 @@ LIMITS = """\
 The paced profile below (py-spy, sampling the server during an answer to 5,000 viewers at 80
 tokens/s) puts about three quarters of the samples inside asyncio's
 `_SelectorSocketTransport.write`, that is the `send()` system call that puts one frame on one
-socket; most of the rest is fanout's per-viewer loop (`Ring._step` -> `Subscriber.send` ->
+socket; most of the rest is fanout's per-viewer loop (`FanoutRounds._step` -> `Subscriber.send` ->
 `WebSocketSink.write_now`). In the burst profile, where a round carries many chunks and
 there are only 500 viewers, reading the upstream (the SSE decoder, JSON, the accumulator, the
 merge) takes about half. The sampler overstates the per-viewer Python: timed alone, against
@@ -76,7 +76,7 @@ websockets.broadcast and the raw floor hit (their frames/s in the burst table).
 What keeps fanout ahead of that wall is how few rounds it makes: everything one read of the
 upstream brings goes out as one delta (`RoomState.feed_many`), and rounds follow the core's
 pace, not the model's. A round to a large room also goes a slice of 256 viewers at a time
-(`server/ring.py`), reading the upstream between slices: what arrives meanwhile reaches the
+(`server/rooms/rounds.py`), reading the upstream between slices: what arrives meanwhile reaches the
 viewers the round has not reached yet, merged with what they were due, and the next round
 starts at once for the others. Sent in one go, a chunk that arrives just after a round began
 waits for that round and then for its own, up to two rounds; sliced, it reaches every viewer
@@ -103,7 +103,7 @@ alike; the peers' numbers at the sizes they reach are not changed by it.
 Idle memory: the raw floor, the same aiohttp server with nothing else, costs about 14 kB per
 connection, and fanout now adds about 2 kB (it added 7 kB before). What went: aiohttp's
 heartbeat per connection (its state pushed every WebSocket response's attribute dict into a
-larger size, about 1.6 kB; one heartbeat for the whole instance, `server/heartbeat.py`, now
+larger size, about 1.6 kB; one heartbeat for the whole instance, `server/http/heartbeat.py`, now
 visits the connections a set at a time and pings the silent ones), the writer task per
 connection (about 1 kB: one is started only while a subscriber's outbox holds something), the
 outbox's empty deque (about 0.7 kB, shared while empty), the security headers kept on every

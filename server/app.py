@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import http_api, pages, sse_endpoint, tap
-from .admission import PromptAdmission
-from .broker import make_broker
-from .broker.base import Broker
-from .config import Config
-from .core.room import RoomLimits
-from .errors_http import json_errors
-from .guards import Budget, ConnectionCount, host_and_origin
-from .heartbeat import Heartbeat
-from .hub import Hub, HubLimits
-from .keys import (
+from server.broker import make_broker
+from server.broker.base import Broker
+from server.config import Config
+from server.core.clock import Alarms
+from server.core.codes import CloseCode
+from server.http import api, pages, sse, tap
+from server.http.admission import PromptAdmission
+from server.http.errors import json_errors
+from server.http.guards import Budget, ConnectionCount, host_and_origin
+from server.http.heartbeat import Heartbeat
+from server.http.keys import (
     CONFIG,
     CONNECTIONS,
     HEARTBEAT,
@@ -32,21 +32,28 @@ from .keys import (
     SSE_STREAMS,
     UPSTREAM,
 )
-from .logs import quiet_parser_refusals
-from .metrics import Metrics
-from .proxies import trusted_proxies
-from .turns import TurnRunner
-from .upstream import OPENAI_BASE_URL, UpstreamClient
-from .ws import websocket_handler
+from server.http.logs import quiet_parser_refusals
+from server.http.proxies import trusted_proxies
+from server.http.ws import websocket_handler
+from server.rooms import gauges
+from server.rooms.hub import Hub, HubLimits
+from server.rooms.metrics import Metrics
+from server.rooms.runner import TurnRunner
+from server.upstream.client import OPENAI_BASE_URL, UpstreamClient
 
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 60.0
-GOING_AWAY = 1001
 
 
-def create_app(config: Config, broker: Broker | None = None) -> web.Application:
-    """Build the aiohttp application for ``config`` (``broker``: instead of broker.url's)."""
+def create_app(
+    config: Config, broker: Broker | None = None, *, heartbeat_alarms: Alarms | None = None
+) -> web.Application:
+    """Build the aiohttp application for ``config``.
+
+    ``broker`` is used instead of broker.url's; ``heartbeat_alarms`` times the heartbeat
+    instead of the event loop, for tests.
+    """
     quiet_parser_refusals()
     # Outermost first: errors become JSON; then the client's address, scheme and host as a
     # trusted proxy reports them; then the Host allowlist and the Origin check.
@@ -61,42 +68,28 @@ def create_app(config: Config, broker: Broker | None = None) -> web.Application:
     )
     app[CONFIG] = config
     secrets = tuple(s.reveal() for s in (config.api_key, config.auth_secret) if s is not None)
-    rooms = config.rooms
+    room_limits = config.rooms.room_limits()
     app[HUB] = Hub(
-        RoomLimits(
-            retained_events=rooms.retained_events,
-            snapshot_turns=rooms.snapshot_turns,
-            history_turns=rooms.history_turns,
-            max_bytes=rooms.max_room_bytes,
-            history_bytes=rooms.history_bytes,
-        ),
-        HubLimits(max_rooms=rooms.max_rooms, max_subscribers=rooms.max_subscribers),
+        room_limits,
+        HubLimits.from_config(config.rooms),
         secrets,
-        broker
-        or make_broker(
-            config.broker.url,
-            lease_seconds=config.broker.lease_seconds,
-            key_prefix=config.broker.key_prefix,
-            max_events=rooms.retained_events,
-            max_turns=max(rooms.snapshot_turns, rooms.history_turns, 1),
-            max_bytes=rooms.max_room_bytes,
-        ),
+        broker or make_broker(config.broker, room_limits),
     )
     app[SOCKETS] = set()
     app[SSE_STREAMS] = set()
     app[METRICS] = metrics = Metrics()
     app[HUB].metrics = metrics
-    metrics.watch(app[HUB], app[SOCKETS], app[SSE_STREAMS])
+    gauges.watch(metrics, app[HUB], app[SOCKETS], app[SSE_STREAMS])
     limits = config.limits
     app[PROMPTS] = PromptAdmission(
         Budget(limits.prompts_per_minute, limits.prompt_burst, "prompts")
     )
     app[ROOM_BUDGET] = Budget(limits.rooms_per_minute, limits.room_burst, "new rooms")
     app[CONNECTIONS] = ConnectionCount(limits.max_connections_per_client)
-    app[HEARTBEAT] = Heartbeat(config.server.heartbeat_seconds)
-    app.router.add_routes(http_api.routes)
+    app[HEARTBEAT] = Heartbeat(config.server.heartbeat_seconds, heartbeat_alarms)
+    app.router.add_routes(api.routes)
     app.router.add_routes(tap.routes)
-    app.router.add_routes(sse_endpoint.routes)
+    app.router.add_routes(sse.routes)
     app.router.add_get("/api/rooms/{room}/ws", websocket_handler)
     pages.setup_pages(app)
     app.cleanup_ctx.append(_broker_ctx)
@@ -124,7 +117,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     mock_runner: web.AppRunner | None = None
     base_url = config.upstream.base_url or OPENAI_BASE_URL
     if config.demo:
-        from .mock_upstream import MockSettings, start_mock_upstream  # demo mode only
+        from server.tools.mock_upstream import MockSettings, start_mock_upstream  # demo mode only
 
         settings = MockSettings(
             tokens_per_second=config.upstream.demo_tokens_per_second,
@@ -139,7 +132,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     api_key = config.api_key.reveal() if config.api_key is not None else None
     upstream = UpstreamClient(config.upstream, base_url, api_key)
     app[UPSTREAM] = upstream
-    app[HUB].attach_runner(TurnRunner(upstream, config.upstream.system_prompt))
+    app[HUB].attach_runner(TurnRunner(upstream, config.upstream.system_prompt, app[HUB].writes))
     log.info("upstream: %s (model %s)", upstream.base_url, config.upstream.model)
     try:
         yield
@@ -191,6 +184,6 @@ async def _shutdown(app: web.Application) -> None:
     hub = app[HUB]
     await hub.close()  # each running turn ends (truncated) and its turn.end is queued
     for room in hub.rooms.values():
-        room.ring.flush(room)  # a large room's round: everything before the 1001
+        room.rounds.flush()  # a large room's round: everything before the 1001
         for sub in tuple(room.subscribers):
-            sub.close(GOING_AWAY, "server shutting down")
+            sub.close(CloseCode.GOING_AWAY, "server shutting down")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import loadtest
-from .app import create_app
-from .config import MIN_SECRET_CHARS, Config, load_config
-from .core.errors import ConfigError
-from .logs import AccessLog, setup_logging
+from server.app import create_app
+from server.config import MIN_SECRET_CHARS, Config, load_config
+from server.core.errors import ConfigError
+from server.http.logs import AccessLog, setup_logging
+from server.tools import loadtest
 
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -122,8 +122,8 @@ def _serve_config(args: argparse.Namespace) -> Config:
 
 
 def _mint(args: argparse.Namespace) -> int:
-    from .auth import mint_token
-    from .core.errors import ClientError
+    from server.core.errors import ClientError
+    from server.http.auth import mint_token
 
     secret = os.environ.get("FANOUT_AUTH_SECRET", "").strip()
     if len(secret) < MIN_SECRET_CHARS:
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fanout`` and ``python -m server``."""
     args = _parser().parse_args(argv)
     if args.command == "mock-upstream":
-        from .mock_upstream import MockSettings, run_mock_upstream
+        from server.tools.mock_upstream import MockSettings, run_mock_upstream
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         run_mock_upstream(args.host, args.port, MockSettings(args.tokens_per_second, args.ttft))
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "loadtest":
         return loadtest.main(args)
     if args.command == "watch":
-        from .watch import run_watch
+        from server.tools.watch import run_watch
 
         return run_watch(args.url, args.room, args.prompt, args.model, args.turns)
     try:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core.errors import ConfigError
-from .core.origins import host_name
+from server.core.errors import ConfigError
+from server.core.origins import host_name
+from server.core.room import RoomLimits
 
 
 class Secret:
@@ -85,6 +86,16 @@ class RoomsConfig:
     empty_forget_seconds: float = 30.0
     max_rooms: int = 10_000
     max_subscribers: int = 0
+
+    def room_limits(self) -> RoomLimits:
+        """The core's bounds of every room: the one place these keys become RoomLimits."""
+        return RoomLimits(
+            retained_events=self.retained_events,
+            snapshot_turns=self.snapshot_turns,
+            history_turns=self.history_turns,
+            max_bytes=self.max_room_bytes,
+            history_bytes=self.history_bytes,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,9 @@ import os
 import secrets
 import socket
 
+from server.config import BrokerConfig
+from server.core.room import RoomLimits
+
 from .base import Broker
 from .memory import MemoryBroker, MemoryStore
 
@@ -15,25 +18,21 @@ def instance_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def make_broker(
-    url: str,
-    *,
-    lease_seconds: float,
-    key_prefix: str,
-    max_events: int,
-    max_turns: int,
-    max_bytes: int = 0,
-) -> Broker:
-    """The backend ``url`` names (validated by the config)."""
-    if url.startswith("memory://"):
-        return MemoryBroker(MemoryStore(max_events, max_turns, max_bytes), "local", lease_seconds)
+def make_broker(config: BrokerConfig, limits: RoomLimits) -> Broker:
+    """The backend ``broker.url`` names (validated by the config).
+
+    It keeps what ``limits`` lets a room keep.
+    """
+    if config.url.startswith("memory://"):
+        store = MemoryStore(limits.retained_events, limits.kept_turns, limits.max_bytes)
+        return MemoryBroker(store, "local", config.lease_seconds)
     from .redis_broker import RedisBroker  # only instances that use Redis import redis-py
 
     return RedisBroker(
-        url,
+        config.url,
         instance_name(),
-        prefix=key_prefix,
-        lease_seconds=lease_seconds,
-        max_events=max_events,
-        max_turns=max_turns,
+        prefix=config.key_prefix,
+        lease_seconds=config.lease_seconds,
+        max_events=limits.retained_events,
+        max_turns=limits.kept_turns,
     )

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from ..core.errors import BrokerError
-from ..core.room import TurnKind
-from ..core.types import RoomName
+from server.core.errors import BrokerError
+from server.core.room import TurnKind
+from server.core.types import RoomName
 
 
 @dataclass(frozen=True, slots=True)

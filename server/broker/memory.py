@@ -8,12 +8,13 @@ bytes the producer encoded, so the store costs a deque slot per event, not a cop
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..core.types import RoomName
+from server.core.clock import Clock, monotonic
+from server.core.types import RoomName
+
 from .base import Broker, BrokerListener, Claim, Fenced, Loaded, Record
 
 # How long a prompt id is remembered for idempotency (the Redis backend uses the same).
@@ -65,10 +66,18 @@ class MemoryStore:
 class MemoryBroker(Broker):
     """One instance's view of a ``MemoryStore``."""
 
-    def __init__(self, store: MemoryStore, instance: str, lease_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        instance: str,
+        lease_seconds: float = 5.0,
+        clock: Clock = monotonic,
+    ) -> None:
+        """``instance``'s broker on ``store``; ``clock`` times its leases and prompt ids."""
         self.store = store
         self.instance = instance
         self.lease_seconds = lease_seconds
+        self.clock = clock
         self._listener: BrokerListener | None = None
         self._listening: dict[RoomName, int] = {}
 
@@ -150,12 +159,12 @@ class MemoryBroker(Broker):
         return tuple(kept.records)[after + 1 - first :]
 
     def _lease_free(self, kept: _Room) -> bool:
-        return kept.holder == 0 or time.monotonic() >= kept.lease_until
+        return kept.holder == 0 or self.clock() >= kept.lease_until
 
     def _take_lease(self, kept: _Room) -> int:
         kept.fence += 1
         kept.holder = kept.fence
-        kept.lease_until = time.monotonic() + self.lease_seconds
+        kept.lease_until = self.clock() + self.lease_seconds
         return kept.fence
 
     async def claim(self, room: RoomName, epoch: str, seq: int, prompt_id: str | None) -> Claim:
@@ -165,7 +174,7 @@ class MemoryBroker(Broker):
             return Claim("epoch")
         if prompt_id is not None:
             known = kept.prompt_ids.get(prompt_id)
-            if known is not None and known[2] > time.monotonic():
+            if known is not None and known[2] > self.clock():
                 return Claim("known", seq=known[1], turn=known[0])
         if not self._lease_free(kept):
             return Claim("busy", seq=kept.seq, turn=kept.streaming)
@@ -214,16 +223,16 @@ class MemoryBroker(Broker):
             kept.streaming = turn
             kept.turn_count += 1
             if prompt_id is not None:
-                until = time.monotonic() + PROMPT_ID_SECONDS
-                kept.prompt_ids[prompt_id] = (turn, records[0].seq, until)
-                self._prune_prompt_ids(kept)
+                now = self.clock()
+                kept.prompt_ids[prompt_id] = (turn, records[0].seq, now + PROMPT_ID_SECONDS)
+                self._prune_prompt_ids(kept, now)
         if ended is not None:
             kept.streaming = None
             kept.holder = 0
             kept.ended.append(ended)
             kept.size += len(ended)
         else:
-            kept.lease_until = time.monotonic() + self.lease_seconds
+            kept.lease_until = self.clock() + self.lease_seconds
         self.store.trim(kept)
         self._deliver(room, epoch, records)
 
@@ -236,8 +245,7 @@ class MemoryBroker(Broker):
         return 0 <= position < len(kept.records) and kept.records[position].data == first.data
 
     @staticmethod
-    def _prune_prompt_ids(kept: _Room) -> None:
-        now = time.monotonic()
+    def _prune_prompt_ids(kept: _Room, now: float) -> None:
         for key in [k for k, (_, _, until) in kept.prompt_ids.items() if until <= now]:
             del kept.prompt_ids[key]
 
@@ -246,7 +254,7 @@ class MemoryBroker(Broker):
         kept = self._room(room)
         if kept is None or kept.holder != fence or self._lease_free(kept):
             return False
-        kept.lease_until = time.monotonic() + self.lease_seconds
+        kept.lease_until = self.clock() + self.lease_seconds
         return True
 
     async def release(self, room: RoomName, fence: int) -> None:

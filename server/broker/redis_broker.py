@@ -21,8 +21,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from ..core.room import TurnKind
-from ..core.types import RoomName
+from server.core.room import TurnKind
+from server.core.types import RoomName
+
 from . import redis_scripts as lua
 from .base import (
     Broker,

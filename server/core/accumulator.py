@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .codes import ErrorCode
 from .messages import ChoiceDelta, ChoiceView, ErrorInfo, ToolCallDelta, ToolCallView, Usage
 from .repair import load_json, repair_text
 from .scrub import scrub
@@ -70,10 +71,10 @@ def _index(value: object, default: int) -> int:
 def error_info(raw: object, secrets: tuple[str, ...] = ()) -> ErrorInfo:
     """An upstream error object (or anything else) as a scrubbed ErrorInfo of valid text."""
     if isinstance(raw, Mapping):
-        code = raw.get("code") or raw.get("type") or "upstream_error"
+        code = raw.get("code") or raw.get("type") or ErrorCode.UPSTREAM_ERROR
         message = raw.get("message") or "the upstream reported an error"
     else:
-        code, message = "upstream_error", str(raw) or "the upstream reported an error"
+        code, message = ErrorCode.UPSTREAM_ERROR, str(raw) or "the upstream reported an error"
     return ErrorInfo(
         code=scrub(repair_text(str(code)), secrets)[:64],
         message=scrub(repair_text(str(message)), secrets),

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from .codes import ErrorCode
 from .errors import ClientError
 from .messages import Role
 from .types import ROOM_NAME_RE
@@ -32,24 +33,27 @@ def claims_from(payload: Mapping[str, object]) -> Claims:
     """
     room, role, exp, sub = (payload.get(k) for k in ("room", "role", "exp", "sub"))
     if not isinstance(room, str) or not (room == "*" or ROOM_NAME_RE.fullmatch(room)):
-        raise ClientError("unauthorized", "the token's 'room' claim is missing or invalid")
+        raise ClientError(ErrorCode.UNAUTHORIZED, "the token's 'room' claim is missing or invalid")
     if role not in ROLES:
-        raise ClientError("unauthorized", "the token's 'role' claim is missing or invalid")
+        raise ClientError(ErrorCode.UNAUTHORIZED, "the token's 'role' claim is missing or invalid")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise ClientError("unauthorized", "the token has no 'exp' claim")
+        raise ClientError(ErrorCode.UNAUTHORIZED, "the token has no 'exp' claim")
     if not isinstance(sub, str):
-        raise ClientError("unauthorized", "the token's 'sub' claim is missing")
+        raise ClientError(ErrorCode.UNAUTHORIZED, "the token's 'sub' claim is missing")
     return Claims(room=room, role=role, exp=float(exp), sub=sub)
 
 
-def authorize(claims: Claims, room: str, action: Action) -> None:
-    """Check that the token allows ``action`` in ``room``.
+def authorize(claims: Claims, room: str | None, action: Action) -> None:
+    """Check that the token allows ``action`` in ``room``: the room first, then the role.
+
+    ``room`` None (a request that names no room, such as ``/v1/models`` without ``X-Room``)
+    checks the role alone.
 
     Raises:
         ClientError: ``forbidden`` for another room or a viewer that wants to prompt.
     """
-    if claims.role != "admin" and claims.room not in ("*", room):
-        raise ClientError("forbidden", "the token does not allow this room")
+    if room is not None and claims.role != "admin" and claims.room not in ("*", room):
+        raise ClientError(ErrorCode.FORBIDDEN, "the token does not allow this room")
     if action == "prompt":
         may_prompt(claims.role)
 
@@ -61,4 +65,4 @@ def may_prompt(role: Role) -> None:
         ClientError: ``forbidden`` for a viewer.
     """
     if role == "viewer":
-        raise ClientError("forbidden", "viewers may watch but not prompt or cancel")
+        raise ClientError(ErrorCode.FORBIDDEN, "viewers may watch but not prompt or cancel")

@@ -1,10 +1,10 @@
 """What a subscriber gets for the events it has not been sent yet (PROTOCOL.md, ``first_seq``).
 
-A large room is served a slice of subscribers at a time (``server.ring``): events that arrive
-while a round is under way reach the subscribers it has not visited yet together with the
-ones before them. Each run of consecutive deltas of one turn then goes out as one merged delta
-(``first_seq..seq``, lossless), encoded once for every subscriber that missed the same events;
-anything else goes out as it was.
+A large room is served a slice of subscribers at a time (``server.rooms.rounds``): events
+that arrive while a round is under way reach the subscribers it has not visited yet together
+with the ones before them. Each run of consecutive deltas of one turn then goes out as one
+merged delta (``first_seq..seq``, lossless), encoded once for every subscriber that missed
+the same events; anything else goes out as it was.
 """
 
 from __future__ import annotations

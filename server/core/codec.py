@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from .codes import ErrorCode
 from .errors import ClientError
 from .messages import (
     CancelRequest,
@@ -208,7 +209,7 @@ def _optional_str(obj: Mapping[str, Any], key: str, ref: str | None) -> str | No
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ClientError("bad_request", f"'{key}' must be a string", ref=ref)
+        raise ClientError(ErrorCode.BAD_REQUEST, f"'{key}' must be a string", ref=ref)
     return value
 
 
@@ -229,22 +230,26 @@ def parse_prompt(obj: Mapping[str, Any], *, max_prompt_chars: int) -> PromptRequ
     ref = _ref_of(obj)
     prompt_id = _optional_str(obj, "id", ref)
     if prompt_id is not None and not 0 < len(prompt_id) <= MAX_ID_CHARS:
-        raise ClientError("bad_request", f"'id' must be 1-{MAX_ID_CHARS} characters", ref=ref)
+        raise ClientError(
+            ErrorCode.BAD_REQUEST, f"'id' must be 1-{MAX_ID_CHARS} characters", ref=ref
+        )
     content = obj.get("content")
     if not isinstance(content, str):
-        raise ClientError("bad_request", "'content' must be a string", ref=ref)
+        raise ClientError(ErrorCode.BAD_REQUEST, "'content' must be a string", ref=ref)
     if not content.strip():
-        raise ClientError("bad_request", "'content' is empty", ref=ref)
+        raise ClientError(ErrorCode.BAD_REQUEST, "'content' is empty", ref=ref)
     if max_prompt_chars and len(content) > max_prompt_chars:
-        raise ClientError("too_large", f"'content' is over {max_prompt_chars} characters", ref=ref)
+        raise ClientError(
+            ErrorCode.TOO_LARGE, f"'content' is over {max_prompt_chars} characters", ref=ref
+        )
     model = _optional_str(obj, "model", ref)
     if model is not None and not model.strip():
-        raise ClientError("bad_request", "'model' is empty", ref=ref)
+        raise ClientError(ErrorCode.BAD_REQUEST, "'model' is empty", ref=ref)
     raw_options = obj.get("options")
     options: Mapping[str, object] | None = None
     if raw_options is not None:
         if not isinstance(raw_options, dict):
-            raise ClientError("bad_request", "'options' must be an object", ref=ref)
+            raise ClientError(ErrorCode.BAD_REQUEST, "'options' must be an object", ref=ref)
         options = MappingProxyType(validate_options(raw_options, ref=ref))
     return PromptRequest(content=content, id=prompt_id, model=model, options=options)
 
@@ -259,7 +264,7 @@ def parse_cancel(obj: Mapping[str, Any]) -> CancelRequest:
     cancel_id = _optional_str(obj, "id", ref)
     turn = obj.get("turn")
     if not isinstance(turn, str) or not turn:
-        raise ClientError("bad_request", "'turn' must be a non-empty string", ref=ref)
+        raise ClientError(ErrorCode.BAD_REQUEST, "'turn' must be a non-empty string", ref=ref)
     return CancelRequest(turn=turn, id=cancel_id)
 
 
@@ -272,9 +277,9 @@ def load_json_object(text: str | bytes) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ClientError("bad_request", "not valid JSON") from exc
+        raise ClientError(ErrorCode.BAD_REQUEST, "not valid JSON") from exc
     if not isinstance(obj, dict):
-        raise ClientError("bad_request", "expected a JSON object")
+        raise ClientError(ErrorCode.BAD_REQUEST, "expected a JSON object")
     return obj
 
 
@@ -303,4 +308,4 @@ def decode_client_frame(text: str, *, max_prompt_chars: int) -> ClientMessage:
         return parse_prompt(obj, max_prompt_chars=max_prompt_chars)
     if kind == "cancel":
         return parse_cancel(obj)
-    raise ClientError("bad_request", f"unknown frame type {kind!r:.40}", ref=_ref_of(obj))
+    raise ClientError(ErrorCode.BAD_REQUEST, f"unknown frame type {kind!r:.40}", ref=_ref_of(obj))

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from .codes import CloseCode, ErrorCode
+
 # HTTP status for every error code of PROTOCOL.md; the WebSocket uses the code alone.
 HTTP_STATUS: dict[str, int] = {
-    "bad_request": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "turn_in_progress": 409,
-    "turn_ended": 409,
-    "too_large": 413,
-    "rate_limited": 429,
-    "upstream_error": 502,
-    "unavailable": 503,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.TURN_IN_PROGRESS: 409,
+    ErrorCode.TURN_ENDED: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UPSTREAM_ERROR: 502,
+    ErrorCode.UNAVAILABLE: 503,
 }
 
 
@@ -30,13 +32,13 @@ class ClientError(FanoutError):
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         ref: str | None = None,
         temporary: bool = False,
         retry_after_ms: int | None = None,
-        close_code: int | None = None,
+        close_code: CloseCode | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -54,13 +56,19 @@ class ClientError(FanoutError):
 
 def turn_in_progress(ref: str | None) -> ClientError:
     """A prompt while a turn streams (PROTOCOL.md: temporary; ``ref`` is the prompt's id)."""
-    return ClientError("turn_in_progress", "a turn is already streaming", ref=ref, temporary=True)
+    return ClientError(
+        ErrorCode.TURN_IN_PROGRESS, "a turn is already streaming", ref=ref, temporary=True
+    )
 
 
 def broker_unavailable(ref: str | None = None) -> ClientError:
     """The broker could not be reached: temporary; a connection is closed with 1013."""
     return ClientError(
-        "unavailable", "the broker is unavailable", ref=ref, temporary=True, close_code=1013
+        ErrorCode.UNAVAILABLE,
+        "the broker is unavailable",
+        ref=ref,
+        temporary=True,
+        close_code=CloseCode.TRY_AGAIN_LATER,
     )
 
 

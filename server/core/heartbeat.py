@@ -14,10 +14,19 @@ sets ``heard`` when a frame arrives, and the visit clears it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
 from typing import Generic, TypeVar
 
 SPOKES = 16  # sets visited in turn: a tick every 1/SPOKES of half an interval
+
+
+def tick_seconds(interval: float, spokes: int = SPOKES) -> float:
+    """The time between two ticks.
+
+    Each connection is then visited once per half ``interval``.
+    """
+    return interval / 2 / spokes
 
 
 class Beat(Enum):
@@ -73,6 +82,11 @@ class HeartbeatWheel(Generic[P]):
 
     def __len__(self) -> int:
         return sum(len(spoke) for spoke in self._spokes)
+
+    def __iter__(self) -> Iterator[P]:
+        """The watched connections (in no particular order)."""
+        for spoke in self._spokes:
+            yield from spoke
 
     def add(self, conn: P) -> None:
         """Start watching ``conn``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .codes import ErrorCode
 from .errors import ClientError
 
 
@@ -78,9 +79,11 @@ def validate_options(raw: Mapping[str, Any], *, ref: str | None = None) -> dict[
     """
     unknown = sorted(k for k in raw if k not in OPTION_RULES)
     if unknown:
-        raise ClientError("bad_request", f"unknown option(s): {', '.join(unknown)}", ref=ref)
+        raise ClientError(
+            ErrorCode.BAD_REQUEST, f"unknown option(s): {', '.join(unknown)}", ref=ref
+        )
     for key, value in raw.items():
         rule, wants = OPTION_RULES[key]
         if not rule(value):
-            raise ClientError("bad_request", f"option '{key}' must be {wants}", ref=ref)
+            raise ClientError(ErrorCode.BAD_REQUEST, f"option '{key}' must be {wants}", ref=ref)
     return dict(raw)

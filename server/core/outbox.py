@@ -2,7 +2,7 @@
 
 Every rule about a subscriber that falls behind lives here (PROTOCOL.md, ``first_seq``: "a
 subscriber that falls behind gets its queued deltas merged first; only when its backlog still
-exceeds the outbox limit ... is it closed with 4000"). The driver (``server.subscriber``)
+exceeds the outbox limit ... is it closed with 4000"). The driver (``server.rooms.subscriber``)
 passes in what it sees of its socket and carries out the answers.
 
 1. **Behind**: bytes wait in the subscriber's transport (its socket is backed up), its writer

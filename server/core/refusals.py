@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-TOO_MANY_BAD_FRAMES = 4502
-RATE_LIMITED = 4001
+from .codes import CloseCode, ErrorCode
 
 
 class RefusalCount:
@@ -24,18 +23,20 @@ class RefusalCount:
         self.bad = 0
         self.rate_limited = 0
 
-    def bad_frame(self) -> int | None:
+    def bad_frame(self) -> CloseCode | None:
         """A frame was not understood: the close code, or None to go on."""
         self.bad += 1
-        return TOO_MANY_BAD_FRAMES if self.max_bad and self.bad >= self.max_bad else None
+        if self.max_bad and self.bad >= self.max_bad:
+            return CloseCode.TOO_MANY_BAD_FRAMES
+        return None
 
-    def refused(self, code: str) -> int | None:
+    def refused(self, code: str) -> CloseCode | None:
         """An understood frame was refused with ``code``: the close code, or None."""
-        if code != "rate_limited":
+        if code != ErrorCode.RATE_LIMITED:
             return None
         self.rate_limited += 1
         limit = self.max_rate_limited
-        return RATE_LIMITED if limit and self.rate_limited >= limit else None
+        return CloseCode.RATE_LIMITED if limit and self.rate_limited >= limit else None
 
     def prompt_accepted(self) -> None:
         """A prompt passed the rate limit: the streak of refused ones is over."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .accumulator import ChunkAccumulator, error_info
+from .codes import ErrorCode
 from .errors import UPSTREAM_TIMEOUT_MESSAGE, ClientError, turn_in_progress
 from .merge import merge_choices
 from .messages import (
@@ -84,6 +85,14 @@ class RoomLimits:
     # oldest go first, the newest turn always stays) and what goes upstream as history.
     max_bytes: int = 0
     history_bytes: int = 0
+
+    @property
+    def kept_turns(self) -> int:
+        """How many ended turns a room (and its broker) keeps.
+
+        Enough for the snapshot and for the history, and at least one.
+        """
+        return max(self.snapshot_turns, self.history_turns, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +224,7 @@ class RoomState:
         budget = self.limits.history_bytes
         if kind == "room" and budget and text_size(request.content) > budget:
             raise ClientError(
-                "too_large", f"the prompt is over the history budget of {budget} bytes"
+                ErrorCode.TOO_LARGE, f"the prompt is over the history budget of {budget} bytes"
             )
         seq = self._next_seq()
         turn = _Turn(turn_id, request, model, now, kind, seq, self._secrets)
@@ -280,7 +289,9 @@ class RoomState:
         try:
             chunk = turn.acc.parse(sse.data)  # repaired, never refused: core/repair.py
         except (ValueError, RecursionError):
-            return "failed", ErrorInfo("bad_chunk", "the upstream sent a chunk that is not JSON")
+            return "failed", ErrorInfo(
+                ErrorCode.BAD_CHUNK, "the upstream sent a chunk that is not JSON"
+            )
         if sse.event == "error" or not isinstance(chunk, dict):
             raw = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
             return "failed", error_info(raw, self._secrets)
@@ -307,7 +318,7 @@ class RoomState:
         """The upstream went silent too long: ``truncated`` once its body began, else ``failed``."""
         if body_started:
             return self.end_stream(turn_id, now)
-        error = ErrorInfo("upstream_timeout", UPSTREAM_TIMEOUT_MESSAGE)
+        error = ErrorInfo(ErrorCode.UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT_MESSAGE)
         return self.fail(turn_id, error, now)
 
     def check_cancel(self, turn_id: str) -> _Turn:
@@ -318,9 +329,9 @@ class RoomState:
         """
         turn = self._turns.get(TurnId(turn_id))
         if turn is None:
-            raise ClientError("not_found", "no such turn in this room")
+            raise ClientError(ErrorCode.NOT_FOUND, "no such turn in this room")
         if turn is not self._streaming:
-            raise ClientError("turn_ended", "the turn has already ended")
+            raise ClientError(ErrorCode.TURN_ENDED, "the turn has already ended")
         return turn
 
     def cancel(self, turn_id: str, now: float) -> TurnEnd:
@@ -378,7 +389,7 @@ class RoomState:
         """
         turn.size = turn_size(turn.view())
         self._turn_bytes += turn.size
-        keep = max(self.limits.snapshot_turns, self.limits.history_turns, 1)
+        keep = self.limits.kept_turns
         budget = self.limits.max_bytes
         while len(self._turns) > keep or (
             budget and len(self._turns) > 1 and self._turn_bytes > budget

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .codes import ErrorCode
 from .errors import UpstreamError
 
 _BOM = b"\xef\xbb\xbf"
@@ -35,7 +36,7 @@ class LineTooLong(UpstreamError):
 
     def __init__(self, limit: int, events: Sequence[SSEEvent] = ()) -> None:
         super().__init__(
-            "bad_chunk", f"the upstream sent a line longer than the limit of {limit} bytes"
+            ErrorCode.BAD_CHUNK, f"the upstream sent a line longer than the limit of {limit} bytes"
         )
         self.limit = limit
         self.events = list(events)

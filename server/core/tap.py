@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .codes import ErrorCode
 from .errors import ClientError
 from .messages import TurnView
 
@@ -52,15 +53,15 @@ def parse_tap_request(
     """
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ClientError("bad_request", "'messages' must be a non-empty list")
+        raise ClientError(ErrorCode.BAD_REQUEST, "'messages' must be a non-empty list")
     if not all(isinstance(m, Mapping) for m in messages):
-        raise ClientError("bad_request", "every message must be an object")
+        raise ClientError(ErrorCode.BAD_REQUEST, "every message must be an object")
     model = body.get("model", default_model)
     if not isinstance(model, str) or not model:
-        raise ClientError("bad_request", "'model' must be a non-empty string")
+        raise ClientError(ErrorCode.BAD_REQUEST, "'model' must be a non-empty string")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise ClientError("bad_request", "'stream' must be a boolean")
+        raise ClientError(ErrorCode.BAD_REQUEST, "'stream' must be a boolean")
     options = body.get("stream_options")
     options = dict(options) if isinstance(options, Mapping) else {}
     wants_usage = stream and options.get("include_usage") is True
@@ -73,7 +74,7 @@ def parse_tap_request(
     users = [m for m in messages if m.get("role") == "user"]
     prompt = _text_of(users[-1].get("content")) if users else ""
     if max_prompt_chars and len(prompt) > max_prompt_chars:
-        raise ClientError("too_large", f"the prompt is over {max_prompt_chars} characters")
+        raise ClientError(ErrorCode.TOO_LARGE, f"the prompt is over {max_prompt_chars} characters")
     return TapRequest(prompt, model, stream, wants_usage, upstream)
 
 
@@ -82,7 +83,7 @@ class TapFailure:
     """How the tap tells its caller that the turn did not complete."""
 
     status: int
-    code: str
+    code: ErrorCode
     message: str
 
     def body(self) -> dict[str, Any]:
@@ -96,24 +97,26 @@ def tap_failure(turn: TurnView | None) -> TapFailure | None:
     Upstream HTTP errors never get here: the tap passes those on with the upstream's status.
     """
     if turn is None:
-        return TapFailure(503, "unavailable", "the turn was forgotten before it could be answered")
+        return TapFailure(
+            503, ErrorCode.UNAVAILABLE, "the turn was forgotten before it could be answered"
+        )
     if turn.status == "completed":
         return None
     if turn.status == "truncated":
         return TapFailure(
-            502, "upstream_error", "the upstream's answer ended before it was complete"
+            502, ErrorCode.UPSTREAM_ERROR, "the upstream's answer ended before it was complete"
         )
     if turn.status == "cancelled":
-        return TapFailure(409, "turn_ended", "the turn was cancelled before it completed")
+        return TapFailure(409, ErrorCode.TURN_ENDED, "the turn was cancelled before it completed")
     if turn.status == "streaming":
         return TapFailure(
-            503, "unavailable", "the turn went on elsewhere and could not be answered"
+            503, ErrorCode.UNAVAILABLE, "the turn went on elsewhere and could not be answered"
         )
     error = turn.error
-    if error is not None and error.code == "internal_error":
-        return TapFailure(500, "internal_error", error.message)
+    if error is not None and error.code == ErrorCode.INTERNAL_ERROR:
+        return TapFailure(500, ErrorCode.INTERNAL_ERROR, error.message)
     message = "the upstream failed" if error is None else f"{error.code}: {error.message}"
-    return TapFailure(502, "upstream_error", message)
+    return TapFailure(502, ErrorCode.UPSTREAM_ERROR, message)
 
 
 def relay_data(data: str, *, wants_usage: bool) -> str | None:

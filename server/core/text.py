@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from .codes import ErrorCode
 from .errors import ClientError
 
 # Deeper JSON than this is refused: no chat request nests this far, and the walk is recursive.
@@ -36,7 +37,7 @@ def _key_path(path: str, key: str) -> str:
 
 
 def _refusal(path: str, what: str, ref: str | None) -> ClientError:
-    return ClientError("bad_request", f"'{path or 'body'}' {what}", ref=ref)
+    return ClientError(ErrorCode.BAD_REQUEST, f"'{path or 'body'}' {what}", ref=ref)
 
 
 def check_client_value(value: object, *, path: str = "", ref: str | None = None) -> None:
@@ -80,7 +81,7 @@ def check_client_text(value: str, name: str) -> str:
         ClientError: ``bad_request`` naming ``name``.
     """
     if not is_text(value):
-        raise ClientError("bad_request", f"'{name}' is not valid Unicode text")
+        raise ClientError(ErrorCode.BAD_REQUEST, f"'{name}' is not valid Unicode text")
     return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import NewType
 
+from .codes import ErrorCode
 from .errors import ClientError
 
 RoomName = NewType("RoomName", str)
@@ -23,6 +24,6 @@ def parse_room_name(raw: str) -> RoomName:
     """
     if ROOM_NAME_RE.fullmatch(raw) is None:
         raise ClientError(
-            "bad_request", "room names are 1-64 of A-Z a-z 0-9 _ . - (no leading _ . -)"
+            ErrorCode.BAD_REQUEST, "room names are 1-64 of A-Z a-z 0-9 _ . - (no leading _ . -)"
         )
     return RoomName(raw)

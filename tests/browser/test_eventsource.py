@@ -10,7 +10,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser
 
-from server.keys import SSE_STREAMS
+from server.core.codes import CloseCode
+from server.http.keys import SSE_STREAMS
+from server.tools.rebuild import SEQUENCED, Rebuild
 from tests.integration.fake_upstream import FakeUpstream, Script, text_stream
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
@@ -34,29 +36,21 @@ LISTEN = """
 
 
 def rebuild(log: list[dict[str, Any]]) -> tuple[str, list[str], list[bool]]:
-    """The text of the room's last turn, continuity problems, and each welcome's recovered."""
-    text, seq, problems, recovered = "", 0, [], []
+    """The text of the room's last turn, the problems found, and each welcome's recovered.
+
+    Problems are gaps in continuity and in event ids.
+    """
+    rebuilt = Rebuild(keep_text=True)
+    problems, recovered = rebuilt.problems, []
     for entry in log:
         frame = json.loads(entry["data"])
-        kind = frame["type"]
-        if kind == "welcome":
+        rebuilt.apply(frame)
+        if frame["type"] == "welcome":
             recovered.append(frame["recovered"])
-        elif kind == "snapshot":
-            seq = frame["seq"]
-            turns = frame["turns"]
-            text = turns[-1]["choices"][0]["content"] if turns and turns[-1]["choices"] else ""
-        elif "seq" in frame:
-            first = frame.get("first_seq", frame["seq"])
-            if first != seq + 1:
-                problems.append(f"seq {seq} then {first}")
-            seq = frame["seq"]
-            if entry["id"] != f"{frame_epoch(log)}:{seq}":
-                problems.append(f"id {entry['id']} for seq {seq}")
-            if kind == "turn.start":
-                text = ""
-            for choice in frame.get("choices", []):
-                text += choice.get("content", "") if kind == "delta" else ""
-    return text, problems, recovered
+        elif frame["type"] in SEQUENCED and entry["id"] != f"{frame_epoch(log)}:{frame['seq']}":
+            problems.append(f"id {entry['id']} for seq {frame['seq']}")
+    turns = list(rebuilt.turns.values())
+    return (turns[-1].text() if turns else ""), problems, recovered
 
 
 def frame_epoch(log: list[dict[str, Any]]) -> str:
@@ -85,7 +79,7 @@ async def test_eventsource_resumes_after_the_server_cuts_the_stream(
         )
         streams = server.app[SSE_STREAMS]
         for sub in tuple(streams):
-            sub.close(1011, "cut by the test")
+            sub.close(CloseCode.INTERNAL_ERROR, "cut by the test")
         await page.wait_for_function("window.opens >= 2", timeout=15_000)
         await page.wait_for_function(
             "window.log.some((e) => e.type === 'turn.end')", timeout=20_000

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import WebSocketRoute, expect
 
-from server.pages import CONTENT_SECURITY_POLICY, FAVICON_PATH, WEB_DIR
+from server.http.pages import CONTENT_SECURITY_POLICY, FAVICON_PATH, WEB_DIR
 from tests.integration.fake_upstream import ANSWER, FakeUpstream, Script, text_stream
 
 from .conftest import OpenRoom

@@ -7,7 +7,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import expect
 
-from server.keys import SOCKETS
+from server.http.keys import SOCKETS
 from tests.integration.fake_upstream import FakeUpstream, Script, text_stream
 from tests.integration.viewer import Viewer
 

@@ -13,6 +13,7 @@ from aiohttp.typedefs import LooseHeaders
 
 from server.app import create_app
 from server.config import Secret, load_config
+from server.core.clock import Alarms
 
 from .fake_upstream import FakeUpstream
 from .viewer import Viewer
@@ -38,7 +39,7 @@ async def make_server(upstream: FakeUpstream) -> AsyncIterator[ServerFactory]:
     """Start fanout servers pointed at the fake upstream; settings as ``section.key`` kwargs."""
     servers: list[TestServer] = []
 
-    async def start(**overrides: Any) -> TestServer:
+    async def start(*, heartbeat_alarms: Alarms | None = None, **overrides: Any) -> TestServer:
         settings = {
             "upstream.base_url": upstream.base_url,
             "upstream.max_retries": 0,
@@ -48,7 +49,8 @@ async def make_server(upstream: FakeUpstream) -> AsyncIterator[ServerFactory]:
         env = {"FANOUT_AUTH_SECRET": AUTH_SECRET} if settings.get("auth.mode") == "token" else {}
         config = load_config(None, env, settings)
         config = dataclasses.replace(config, api_key=Secret(API_KEY))
-        server = TestServer(create_app(config), host="127.0.0.1", port=0)
+        app = create_app(config, heartbeat_alarms=heartbeat_alarms)
+        server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         servers.append(server)
         return server

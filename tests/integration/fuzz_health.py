@@ -9,6 +9,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from server.tools.rebuild import Rebuild
+
 
 async def _frame(ws: aiohttp.ClientWebSocketResponse, room: str) -> dict[str, Any]:
     msg = await ws.receive()
@@ -44,13 +46,13 @@ async def assert_room_healthy(
             welcome = await _frame(ws, room)
             assert welcome["type"] == "welcome", f"room {room!r}: first frame {welcome}"
             assert welcome["room"] == room
-            seq = welcome["seq"]
-            streaming: set[str] = set()
-            if not welcome["recovered"]:
-                snapshot = await _frame(ws, room)
-                assert snapshot["type"] == "snapshot", f"room {room!r}: then {snapshot}"
-                assert snapshot["seq"] == seq, f"room {room!r}: {welcome} then {snapshot}"
-                streaming = {t["id"] for t in snapshot["turns"] if t["status"] == "streaming"}
+            assert not welcome["recovered"], f"room {room!r}: {welcome}"
+            snapshot = await _frame(ws, room)
+            assert snapshot["type"] == "snapshot", f"room {room!r}: then {snapshot}"
+            assert snapshot["seq"] == welcome["seq"], f"room {room!r}: {welcome} then {snapshot}"
+            rebuilt = Rebuild()
+            rebuilt.snapshot(snapshot)
+            streaming = {t["id"] for t in snapshot["turns"] if t["status"] == "streaming"}
             sent = False
             mine: str | None = None
             attempts = 0
@@ -61,10 +63,8 @@ async def assert_room_healthy(
                     attempts += 1
                 frame = await _frame(ws, room)
                 kind = frame["type"]
-                if kind in ("turn.start", "delta", "turn.end"):
-                    first = frame.get("first_seq", frame["seq"])
-                    assert first == seq + 1, f"room {room!r}: seq {seq} then {frame}"
-                    seq = frame["seq"]
+                rebuilt.apply(frame)
+                assert not rebuilt.problems, f"room {room!r}: {rebuilt.problems} at {frame}"
                 if kind == "turn.start":
                     if frame["prompt"] == content:
                         mine = frame["turn"]

@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestServer
 
 from .conftest import viewer
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
-from .viewer import Viewer
 
 _checks = itertools.count(1)
 
@@ -34,26 +33,11 @@ async def room_turn(
     return turn
 
 
-def rebuilt(v: Viewer, turn_id: str) -> list[dict[str, Any]]:
-    """A viewer's rebuilt choices of a turn, in the snapshot's TURN shape (no finish_reason)."""
-    turn = v.turns[turn_id]
-    return [
-        {
-            "index": index,
-            "content": turn.choices[index]["content"],
-            "reasoning": turn.choices[index]["reasoning"],
-            "refusal": turn.choices[index]["refusal"],
-            "tool_calls": [
-                turn.choices[index]["tool_calls"][i]
-                for i in sorted(turn.choices[index]["tool_calls"])
-            ],
-        }
-        for index in sorted(turn.choices)
-    ]
-
-
 def snapshot_text(turn: dict[str, Any]) -> list[dict[str, Any]]:
-    """A snapshot TURN's choices without their finish_reason, to compare with ``rebuilt``."""
+    """A snapshot TURN's choices without their finish_reason.
+
+    To compare with a viewer's rebuilt ``TurnText.choices()``.
+    """
     return [{k: c[k] for k in c if k != "finish_reason"} for c in turn["choices"]]
 
 
@@ -98,6 +82,6 @@ async def assert_room_healthy(
             assert v.errors == [], v.errors
             snap = await room_turn(session, server, room, start["turn"])
             assert snap["status"] == "completed"
-            assert snapshot_text(snap) == rebuilt(v, start["turn"])
+            assert snapshot_text(snap) == turn.choices()
         finally:
             await v.close()

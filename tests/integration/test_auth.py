@@ -9,7 +9,7 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.auth import mint_token
+from server.http.auth import mint_token
 
 from .conftest import AUTH_SECRET, ServerFactory
 from .fake_upstream import FakeUpstream

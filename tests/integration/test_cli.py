@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from server.cli import main
-from server.watch import watch
+from server.tools.watch import watch
 
 from .conftest import viewer
 from .fake_upstream import ANSWER

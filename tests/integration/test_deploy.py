@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.auth import mint_token
-from server.keys import HUB
+from server.http.auth import mint_token
+from server.http.keys import HUB
 
 from .conftest import AUTH_SECRET, PROXY, ServerFactory, Sessions, post_prompt, ws_url
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream

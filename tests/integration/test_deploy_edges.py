@@ -27,9 +27,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from server.auth import mint_token
 from server.core.types import RoomName
-from server.keys import CONFIG, HUB
+from server.http.auth import mint_token
+from server.http.keys import CONFIG, HUB
 
 from .conftest import (
     API_KEY,

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from server.keys import HUB
+from server.http.keys import HUB
 
 from .conftest import ServerFactory, viewer
 

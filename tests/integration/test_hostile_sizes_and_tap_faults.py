@@ -31,7 +31,7 @@ from aiohttp.test_utils import TestServer
 from server.core.messages import Delta, SequencedEvent
 from server.core.room import RoomState
 from server.core.types import RoomName
-from server.keys import HUB
+from server.http.keys import HUB
 
 from .conftest import ServerFactory, viewer
 from .fake_upstream import FakeUpstream, Script, chunk, text_stream

@@ -16,10 +16,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server import loadtest
 from server.cli import main
-from server.loadtest import LoadtestOptions, refusal, run_loadtest
-from server.loadtest_check import Rebuild, check
+from server.tools import loadtest
+from server.tools.loadtest import LoadtestOptions, refusal, run_loadtest
+from server.tools.loadtest_check import check
+from server.tools.rebuild import Rebuild
 
 from .conftest import ServerFactory
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
@@ -133,9 +134,7 @@ async def test_a_run_that_cannot_finish_in_time_exits_1(
 def _frames(*frames: dict[str, Any]) -> Rebuild:
     rebuild = Rebuild()
     for frame in frames:
-        {"welcome": rebuild.welcome, "snapshot": rebuild.snapshot}.get(
-            frame["type"], rebuild.event
-        )(frame)
+        rebuild.apply(frame)
     return rebuild
 
 

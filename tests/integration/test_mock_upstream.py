@@ -17,7 +17,7 @@ import openai
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from server.mock_scenarios import (
+from server.tools.mock_scenarios import (
     ARGUMENT_FRAGMENTS,
     BROKEN_AFTER,
     FLOOD_CHUNK_CHARS,
@@ -31,7 +31,7 @@ from server.mock_scenarios import (
     long_tokens,
     tokenize,
 )
-from server.mock_upstream import (
+from server.tools.mock_upstream import (
     MOCK_STATS,
     MockSettings,
     MockStats,
@@ -152,7 +152,10 @@ async def test_answers_are_deterministic(client: openai.AsyncOpenAI) -> None:
                 model="mock", messages=[{"role": "user", "content": prompt}]
             )
             texts.append(reply.choices[0].message.content)
-        code = f"from server.mock_scenarios import answer_text; print(answer_text({PROMPT!r}, 0))"
+        code = (
+            "from server.tools.mock_scenarios import answer_text; "
+            f"print(answer_text({PROMPT!r}, 0))"
+        )
         outputs = []
         for seed in ("1", "2"):
             proc = await asyncio.create_subprocess_exec(

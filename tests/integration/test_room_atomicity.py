@@ -18,10 +18,10 @@ import pytest
 from server.core.messages import SequencedEvent, TurnEnd
 from server.core.room import RoomState
 from server.core.types import RoomName
-from server.hub import Room
-from server.keys import HUB
-from server.subscriber import Subscriber
-from server.turn_writes import TurnWrites
+from server.http.keys import HUB
+from server.rooms.room import Room
+from server.rooms.subscriber import Subscriber
+from server.rooms.turn_writes import TurnWrites
 
 from .conftest import ServerFactory, viewer
 from .fake_upstream import FakeUpstream, Script

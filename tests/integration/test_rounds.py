@@ -1,4 +1,7 @@
-"""A large room is served a slice of subscribers at a time (server.ring): still exact, in order."""
+"""A large room is served a slice of subscribers at a time: still exact, in order.
+
+See ``server.rooms.rounds``.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server import ring
 from server.core.messages import ChoiceDelta, Delta, ServerMessage
 from server.core.room import RoomLimits, RoomState
 from server.core.types import RoomName
-from server.hub import Hub, HubLimits, Room
+from server.rooms import rounds
+from server.rooms.room import Room
 
 from .conftest import viewer
 from .fake_upstream import ANSWER, FakeUpstream, Script, text_stream
@@ -25,7 +28,7 @@ LONG = ANSWER * 20
 @pytest.fixture(autouse=True)
 def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two subscribers per slice, so that a handful of viewers make a round of many slices."""
-    monkeypatch.setattr(ring, "SLICE", 2)
+    monkeypatch.setattr(rounds, "SLICE", 2)
 
 
 async def test_sliced_rounds_give_every_viewer_the_exact_text(
@@ -87,7 +90,7 @@ async def test_what_arrives_mid_round_reaches_the_rest_merged_and_the_first_next
 
     The others get it merged with what they were due, in this round.
     """
-    room = Room(RoomState(RoomName("r"), "e", RoomLimits(), ()), Hub(RoomLimits(), HubLimits(), ()))
+    room = Room(RoomState(RoomName("r"), "e", RoomLimits(), ()))
     subs = [Recorder() for _ in range(5)]
     room.subscribers.update(subs)  # type: ignore[arg-type]
     order = [s for s in room.subscribers if isinstance(s, Recorder)]

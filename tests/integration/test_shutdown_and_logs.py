@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from server.app import create_app
 from server.config import load_config
-from server.logs import AccessLog, JsonLines
+from server.http.logs import AccessLog, JsonLines
 
 from .fake_upstream import FakeUpstream
 from .test_cli import _free_port

@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from server.core.codes import CloseCode
 from server.core.types import RoomName
-from server.keys import HUB
-from server.subscriber import SLOW_CONSUMER, Subscriber
+from server.http.keys import HUB
+from server.rooms.subscriber import Subscriber
 
 from .conftest import ServerFactory, viewer, ws_url
 from .fake_upstream import FakeUpstream, Script, text_stream
@@ -115,7 +116,7 @@ async def test_stalled_reader_is_closed_with_4000_and_cut_off_while_others_go_on
     # The stalled one leaves the room by itself: closed, then aborted after 0.3 s.
     await _until(lambda: len(_subscribers(server, "stall")) == 2, timeout=5)
     [gone] = subs - _subscribers(server, "stall")
-    assert gone.close_code == SLOW_CONSUMER
+    assert gone.close_code == CloseCode.SLOW_CONSUMER
     assert 0 < gone.outbox.peak <= LIMIT
     assert (len(gone.outbox), gone.outbox.size) == (0, 0)
     # Reading now: whatever the kernel still held, then the end of the connection.
@@ -170,10 +171,10 @@ async def test_after_4000_a_resume_recovers_the_exact_text(
     subs = set(_subscribers(server, "resume"))
     turn = await _prompt(session, server, "resume")
     await fast.wait_turn_end(turn)
-    await _until(lambda: any(s.close_code == SLOW_CONSUMER for s in subs))
+    await _until(lambda: any(s.close_code == CloseCode.SLOW_CONSUMER for s in subs))
     _read_from_now(slow)
     await slow.wait(lambda v: v.close_code is not None)
-    assert slow.close_code == SLOW_CONSUMER
+    assert slow.close_code == CloseCode.SLOW_CONSUMER
     assert slow.problems == []
     assert turn not in slow.turns or slow.turns[turn].end is None
     await slow.resume()

@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.auth import mint_token
 from server.core.types import RoomName
-from server.keys import HUB
+from server.http.auth import mint_token
+from server.http.keys import HUB
 
 from .conftest import AUTH_SECRET, ServerFactory, viewer
 from .fake_upstream import FakeUpstream, Script, text_stream

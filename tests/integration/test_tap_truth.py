@@ -17,7 +17,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.mock_upstream import MockSettings, start_mock_upstream
+from server.tools.mock_upstream import MockSettings, start_mock_upstream
 
 from .conftest import ServerFactory, viewer
 from .fake_upstream import FakeUpstream, Script, chunk

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 import pytest
+from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 
-from server.auth import mint_token
+from server.core.clock import ManualClock
+from server.core.heartbeat import SPOKES, Beat, Pulse, tick_seconds
+from server.core.types import RoomName
+from server.http.auth import mint_token
+from server.http.keys import HEARTBEAT, HUB
 
 from .conftest import AUTH_SECRET, ServerFactory, viewer, ws_url
 from .fake_upstream import FakeUpstream
@@ -128,11 +134,38 @@ async def test_connection_and_subscriber_limits_close_with_4503(
         await ws.close()
 
 
+HEARTBEAT_SECONDS = 0.2
+TICKS_PER_INTERVAL = 2 * SPOKES  # the wheel visits every connection once per half interval
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let the server's tasks run until ``check`` holds (server state with no event to await)."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+
+async def tick(clock: ManualClock) -> None:
+    """Move the heartbeat's clock to its next tick and wait until that tick has run."""
+    await until(lambda: clock.pending == 1)  # the heartbeat waits for its next tick
+    clock.advance(tick_seconds(HEARTBEAT_SECONDS))
+    await until(lambda: clock.pending == 1)  # it ticked and waits for the next one
+
+
+def watched(server: TestServer) -> list[Pulse]:
+    """The connections the server's heartbeat watches."""
+    return list(server.app[HEARTBEAT].wheel)
+
+
 async def test_a_silent_client_is_dropped_by_the_heartbeat(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """A client that never answers pings is closed and stops counting as a viewer."""
-    server = await make_server(server__heartbeat_seconds=0.2)
+    """A client that never answers pings is pinged, then closed, and stops counting.
+
+    It is pinged after an interval, closed half one later, and is no longer a viewer.
+    """
+    clock = ManualClock()
+    server = await make_server(server__heartbeat_seconds=HEARTBEAT_SECONDS, heartbeat_alarms=clock)
     silent = await session.ws_connect(ws_url(server, "hb"), autoping=False)
     rooms_url = server.make_url("/api/rooms")
 
@@ -142,10 +175,24 @@ async def test_a_silent_client_is_dropped_by_the_heartbeat(
         return int(rooms[0]["viewers"]) if rooms else 0
 
     assert await viewers() == 1
-    for _ in range(100):  # the heartbeat closes it within a ping interval and a half
-        if await viewers() == 0:
+    await until(lambda: len(watched(server)) == 1)
+    pinged_at = dropped_at = 0
+    for n in range(1, 3 * TICKS_PER_INTERVAL):
+        await tick(clock)
+        conns = watched(server)
+        if not pinged_at and conns and conns[0].beat is Beat.PINGED:
+            pinged_at = n
+        if not conns:
+            dropped_at = n
             break
-        await asyncio.sleep(0.05)
+    assert TICKS_PER_INTERVAL <= pinged_at <= 3 * TICKS_PER_INTERVAL // 2, pinged_at
+    assert dropped_at == pinged_at + TICKS_PER_INTERVAL // 2, (pinged_at, dropped_at)
+    kinds = []
+    async with asyncio.timeout(5):
+        while (msg := await silent.receive()).type not in (WSMsgType.CLOSED, WSMsgType.ERROR):
+            kinds.append(msg.type)
+    assert WSMsgType.PING in kinds
+    await until(lambda: not server.app[HUB].rooms[RoomName("hb")].subscribers)
     assert await viewers() == 0
     await silent.close()
 
@@ -157,7 +204,8 @@ async def test_a_client_that_answers_pings_stays_and_its_pings_get_pongs(
 
     Its own pings are answered with the same payload.
     """
-    server = await make_server(server__heartbeat_seconds=0.2)
+    clock = ManualClock()
+    server = await make_server(server__heartbeat_seconds=HEARTBEAT_SECONDS, heartbeat_alarms=clock)
     quiet = await session.ws_connect(ws_url(server, "hb2"))  # answers pings by itself
     pinger = await session.ws_connect(ws_url(server, "hb2"), autoping=False)
     await pinger.ping(b"are you there")
@@ -172,8 +220,17 @@ async def test_a_client_that_answers_pings_stays_and_its_pings_get_pongs(
             pass
 
     reading = asyncio.create_task(read_all())
-    await asyncio.sleep(1.0)  # five ping intervals
+    await until(lambda: len(watched(server)) == 1)
+    (conn,) = watched(server)
+    answered = 0
+    for _ in range(5 * TICKS_PER_INTERVAL):  # five ping intervals
+        await tick(clock)
+        if conn.beat is Beat.PINGED and not conn.heard:  # this tick pinged it
+            await until(lambda: conn.heard)  # its pong reached the server
+            answered += 1
+    assert answered >= 4  # an idle viewer is pinged once per interval
     assert not reading.done()
+    assert watched(server) == [conn]
     async with session.get(server.make_url("/api/rooms")) as resp:
         rooms = (await resp.json())["rooms"]
     assert [r["viewers"] for r in rooms if r["name"] == "hb2"] == [1]

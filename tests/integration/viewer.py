@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-
-@dataclass
-class TurnText:
-    """One turn as a viewer rebuilt it."""
-
-    status: str = "streaming"
-    choices: dict[int, dict[str, Any]] = field(default_factory=dict)
-    end: dict[str, Any] | None = None
-
-    def choice(self, index: int) -> dict[str, Any]:
-        return self.choices.setdefault(
-            index, {"content": "", "reasoning": "", "refusal": "", "tool_calls": {}}
-        )
-
-    def text(self, index: int = 0) -> str:
-        return str(self.choice(index)["content"])
+from server.tools.rebuild import Rebuild, TurnText
 
 
 class Viewer:
@@ -34,15 +18,32 @@ class Viewer:
         self.session = session
         self.url = url
         self.frames: list[dict[str, Any]] = []
-        self.turns: dict[str, TurnText] = {}
-        self.epoch: str | None = None
-        self.seq = 0
+        self.rebuild = Rebuild(keep_text=True)
         self.errors: list[dict[str, Any]] = []
-        self.problems: list[str] = []
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.close_code: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+
+    @property
+    def turns(self) -> dict[str, TurnText]:
+        """The turns rebuilt so far, by id."""
+        return self.rebuild.turns
+
+    @property
+    def seq(self) -> int:
+        """The last seq seen."""
+        return self.rebuild.seq
+
+    @property
+    def epoch(self) -> str | None:
+        """The room's epoch, once welcomed."""
+        return self.rebuild.epoch
+
+    @property
+    def problems(self) -> list[str]:
+        """Gaps, duplicates and wrong epochs seen."""
+        return self.rebuild.problems
 
     async def connect(self, query: str = "") -> Viewer:
         self.ws = await self.session.ws_connect(self.url + query)
@@ -58,7 +59,7 @@ class Viewer:
     async def resume(self) -> Viewer:
         """Reconnect with epoch/since of what this viewer has seen."""
         await self.close()
-        return await self.connect(f"?epoch={self.epoch}&since={self.seq}")
+        return await self.connect(self.rebuild.resume_query())
 
     async def send(self, frame: dict[str, Any] | str) -> None:
         assert self.ws is not None
@@ -99,50 +100,8 @@ class Viewer:
 
     def _apply(self, frame: dict[str, Any]) -> None:
         self.frames.append(frame)
-        kind = frame["type"]
-        if kind == "welcome":
-            if not frame["recovered"]:
-                self.turns.clear()
-            elif frame["epoch"] != self.epoch:
-                self.problems.append("recovered on another epoch")
-            self.epoch = frame["epoch"]
-            if not frame["recovered"]:
-                self.seq = frame["seq"]
-        elif kind == "snapshot":
-            self.seq = frame["seq"]
-            for t in frame["turns"]:
-                turn = self.turns[t["id"]] = TurnText(status=t["status"])
-                for c in t["choices"]:
-                    ch = turn.choice(c["index"])
-                    for key in ("content", "reasoning", "refusal"):
-                        ch[key] = c[key]
-                    ch["tool_calls"] = {tc["index"]: dict(tc) for tc in c["tool_calls"]}
-                if t["status"] != "streaming":
-                    turn.end = {"status": t["status"], "usage": t["usage"], "error": t["error"]}
-        elif kind in ("turn.start", "delta", "turn.end"):
-            first = frame.get("first_seq", frame["seq"])
-            if first != self.seq + 1:
-                self.problems.append(f"gap or duplicate: seq {self.seq} then {first}")
-            self.seq = frame["seq"]
-            turn = self.turns.setdefault(frame["turn"], TurnText())
-            if kind == "delta":
-                for c in frame["choices"]:
-                    ch = turn.choice(c["index"])
-                    for key in ("content", "reasoning", "refusal"):
-                        ch[key] += c.get(key, "")
-                    for tc in c.get("tool_calls", []):
-                        call = ch["tool_calls"].setdefault(
-                            tc["index"],
-                            {"index": tc["index"], "id": None, "name": None, "arguments": ""},
-                        )
-                        for key in ("id", "name"):
-                            if key in tc:
-                                call[key] = tc[key]
-                        call["arguments"] += tc.get("arguments", "")
-            elif kind == "turn.end":
-                turn.status = frame["status"]
-                turn.end = frame
-        elif kind == "error":
+        self.rebuild.apply(frame)
+        if frame["type"] == "error":
             self.errors.append(frame)
 
 

@@ -1,21 +1,23 @@
 """One contract, two backends: the memory broker and the Redis broker pass the same tests.
 
 Each test gets two brokers (instances "a" and "b") that share one store: a MemoryStore, or
-a real redis-server.
+a real redis-server. Time passes through ``Pair.wait``: the memory brokers read a manual clock
+that it moves at once; Redis keeps real TTLs, so there it sleeps (a few leases at most).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from server.broker.base import Broker, Fenced, Record
-from server.broker.memory import MemoryBroker, MemoryStore
+from server.broker.memory import PROMPT_ID_SECONDS, MemoryBroker, MemoryStore
 from server.broker.redis_broker import RedisBroker
+from server.core.clock import ManualClock
 from server.core.types import RoomName
 
 from .redis_server import RedisServer
@@ -59,6 +61,7 @@ class Pair:
     heard_a: Heard
     heard_b: Heard
     wipe: Callable[[], None]
+    wait: Callable[[float], Awaitable[None]]  # let this much of the brokers' time pass
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -66,9 +69,13 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     redis: RedisServer | None = None
     if request.param == "memory":
         store = MemoryStore(max_events=50, max_turns=3)
-        a: Broker = MemoryBroker(store, "a", LEASE)
-        b: Broker = MemoryBroker(store, "b", LEASE)
+        clock = ManualClock()
+        a: Broker = MemoryBroker(store, "a", LEASE, clock)
+        b: Broker = MemoryBroker(store, "b", LEASE, clock)
         wipe = store.wipe
+
+        async def wait(seconds: float) -> None:
+            clock.advance(seconds)
     else:
         redis = RedisServer(tmp_path)
         redis.start()
@@ -80,10 +87,14 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         def wipe() -> None:
             server.command("FLUSHALL")
 
+        async def wait(seconds: float) -> None:
+            assert seconds <= 2 * LEASE  # real time: keep the waits short
+            await asyncio.sleep(seconds)
+
     heard_a, heard_b = Heard(), Heard()
     await a.start(heard_a)
     await b.start(heard_b)
-    yield Pair(a, b, heard_a, heard_b, wipe)
+    yield Pair(a, b, heard_a, heard_b, wipe, wait)
     await a.close()
     await b.close()
     if redis is not None:
@@ -197,10 +208,10 @@ async def test_a_lease_runs_out_unless_renewed(pair: Pair) -> None:
     epoch = (await pair.a.load(ROOM, "e1")).epoch
     fence = await started_turn(pair.a, epoch)
     for _ in range(3):
-        await asyncio.sleep(LEASE / 3)
+        await pair.wait(LEASE / 3)
         assert await pair.a.renew(ROOM, fence)
     assert (await pair.b.steal(ROOM, epoch, "t1", force=False)).status == "alive"
-    await asyncio.sleep(LEASE + 0.2)
+    await pair.wait(LEASE + 0.2)
     assert not await pair.a.renew(ROOM, fence)
     with pytest.raises(Fenced):
         await pair.a.append(ROOM, epoch, fence, [rec(2)])
@@ -298,3 +309,26 @@ async def test_a_retried_write_is_stored_once(pair: Pair) -> None:
     loaded = await pair.b.load(ROOM, "x")
     assert [r.seq for r in loaded.records] == [1, 2, 3, 4]
     assert loaded.ended == (b"{}",)
+
+
+async def test_memory_prompt_ids_and_leases_follow_the_clock() -> None:
+    """The memory broker times leases and prompt ids by its clock alone.
+
+    They end at their ends, not a moment before (Redis keeps an hour of prompt ids by TTL, too
+    long to wait for here).
+    """
+    clock = ManualClock()
+    broker = MemoryBroker(MemoryStore(), "a", LEASE, clock)
+    epoch = (await broker.load(ROOM, "e1")).epoch
+    fence = await started_turn(broker, epoch, "t-first", prompt="p-1")
+    clock.advance(LEASE - 0.01)
+    assert (await broker.claim(ROOM, epoch, 1, None)).status == "busy"
+    clock.advance(0.02)
+    assert (await broker.claim(ROOM, epoch, 1, None)).status == "orphan"
+    assert not await broker.renew(ROOM, fence)
+    steal = await broker.steal(ROOM, epoch, "t-first", force=False)
+    await broker.append(ROOM, epoch, steal.fence, [rec(2)], ended=b"{}")
+    clock.advance(PROMPT_ID_SECONDS - LEASE - 0.02)
+    assert (await broker.claim(ROOM, epoch, 2, "p-1")).status == "known"
+    clock.advance(0.02)
+    assert (await broker.claim(ROOM, epoch, 2, "p-1")).status == "ok"

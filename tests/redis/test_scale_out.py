@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.keys import HUB
+from server.http.keys import HUB
 from tests.integration.conftest import ServerFactory, ws_url
 from tests.integration.fake_upstream import FakeUpstream, Script, text_stream
 from tests.integration.viewer import Viewer

@@ -108,10 +108,18 @@ def test_claims_from_a_good_payload() -> None:
         ("*", "publisher", "other", "prompt", None),
         ("*", "viewer", "other", "prompt", "forbidden"),
         ("demo", "admin", "other", "prompt", None),
+        ("demo", "publisher", None, "prompt", None),
+        ("demo", "viewer", None, "view", None),
+        ("demo", "viewer", None, "prompt", "forbidden"),
     ],
 )
-def test_authorize(room: str, role: str, target: str, action: str, error: str | None) -> None:
-    """Tokens allow their room (or every room with '*'); viewers watch; admins do anything."""
+def test_authorize(
+    room: str, role: str, target: str | None, action: str, error: str | None
+) -> None:
+    """Tokens allow their room (or every room with '*'); viewers watch; admins do anything.
+
+    Without a room only the role counts.
+    """
     claims = Claims(room, role, 10.0, "u")  # type: ignore[arg-type]
     if error is None:
         authorize(claims, target, action)  # type: ignore[arg-type]

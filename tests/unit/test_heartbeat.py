@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.core.heartbeat import VISIT, Action, Beat, HeartbeatWheel, Pulse
+from server.core.heartbeat import VISIT, Action, Beat, HeartbeatWheel, Pulse, tick_seconds
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,14 @@ def test_discard_is_idempotent_and_forgets_the_connection() -> None:
     wheel.discard(conn)
     assert len(wheel) == 0
     assert half_intervals(wheel, 2, 4) == ["-", "-", "-", "-"]
+
+
+@pytest.mark.parametrize(
+    ("interval", "spokes", "every"), [(30.0, 16, 0.9375), (0.2, 16, 0.00625), (1.0, 2, 0.25)]
+)
+def test_ticks_come_so_that_every_spoke_is_visited_once_per_half_interval(
+    interval: float, spokes: int, every: float
+) -> None:
+    """``spokes`` ticks make half an interval."""
+    assert tick_seconds(interval, spokes) == pytest.approx(every)
+    assert tick_seconds(interval, spokes) * spokes == pytest.approx(interval / 2)

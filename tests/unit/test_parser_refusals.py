@@ -7,7 +7,7 @@ import sys
 
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
-from server.logs import ParserRefusals, quiet_parser_refusals
+from server.http.logs import ParserRefusals, quiet_parser_refusals
 
 
 def _record(exc: BaseException | None, level: int = logging.ERROR) -> logging.LogRecord:

@@ -11,11 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.core.accumulator import ChunkAccumulator
+from server.core.codec import encode
 from server.core.merge import merge_deltas
 from server.core.messages import Delta, PromptRequest, SequencedEvent, Snapshot, TurnEnd
 from server.core.room import RoomState
 from server.core.sse import SSEDecoder
 from server.core.types import RoomName, TurnId
+from server.tools.rebuild import Rebuild
 
 SETTINGS = settings(max_examples=300, deadline=None)
 FIELDS = ("content", "reasoning_content", "refusal")
@@ -92,20 +94,20 @@ def play(stream: Stream) -> tuple[list[SequencedEvent], Snapshot]:
 
 
 def rebuild(snap: Snapshot, events: list[SequencedEvent]) -> dict[tuple[int, str], str]:
-    """Apply the deltas after the snapshot's seq on top of the snapshot's text."""
-    text: dict[tuple[int, str], str] = {}
-    for turn in snap.turns:
-        for choice in turn.choices:
-            for field in VIEW_FIELD.values():
-                text[choice.index, field] = getattr(choice, field)
-    for event in events:
-        if isinstance(event, Delta) and event.seq > snap.seq:
-            for c in event.choices:
-                for field in VIEW_FIELD.values():
-                    text[c.index, field] = text.get((c.index, field), "") + (
-                        getattr(c, field) or ""
-                    )
-    return text
+    """What a client rebuilds from the snapshot's frame and the frames after its seq.
+
+    See ``server.tools.rebuild``; it must see no gap or duplicate.
+    """
+    rebuilt = Rebuild(keep_text=True)
+    for msg in [snap, *(e for e in events if e.seq > snap.seq)]:
+        rebuilt.apply(json.loads(encode(msg)))
+    assert rebuilt.problems == []
+    return {
+        (choice["index"], field): choice[field]
+        for turn in rebuilt.turns.values()
+        for choice in turn.choices()
+        for field in VIEW_FIELD.values()
+    }
 
 
 def assert_continuous(events: list[SequencedEvent]) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from server.core.refusals import RATE_LIMITED, TOO_MANY_BAD_FRAMES, RefusalCount
+from server.core.codes import CloseCode
+from server.core.refusals import RefusalCount
 
 
 def test_the_bad_frame_that_reaches_the_limit_closes_4502() -> None:
     """With max_bad=3 the first two bad frames go on and the third closes with 4502."""
     count = RefusalCount(max_bad=3, max_rate_limited=0)
-    assert [count.bad_frame() for _ in range(3)] == [None, None, TOO_MANY_BAD_FRAMES]
+    assert [count.bad_frame() for _ in range(3)] == [None, None, CloseCode.TOO_MANY_BAD_FRAMES]
 
 
 @pytest.mark.parametrize("code", ["turn_in_progress", "not_found", "turn_ended", "forbidden"])
@@ -25,7 +26,7 @@ def test_a_streak_of_rate_limited_prompts_closes_4001_and_an_accepted_one_resets
     count = RefusalCount(max_bad=0, max_rate_limited=3)
     assert [count.refused("rate_limited") for _ in range(2)] == [None, None]
     count.prompt_accepted()
-    assert [count.refused("rate_limited") for _ in range(3)] == [None, None, RATE_LIMITED]
+    assert [count.refused("rate_limited") for _ in range(3)] == [None, None, CloseCode.RATE_LIMITED]
 
 
 def test_zero_means_never() -> None:

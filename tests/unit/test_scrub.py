@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from server.core.codes import ErrorCode
 from server.core.errors import (
     HTTP_STATUS,
     BrokerError,
@@ -81,10 +82,11 @@ def test_scrub_redacts_before_bounding() -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [*HTTP_STATUS.items(), ("something_else", 400)],
+    [*HTTP_STATUS.items(), (ErrorCode.BAD_CHUNK, 400)],
 )
-def test_client_error_status(code: str, status: int) -> None:
+def test_client_error_status(code: ErrorCode, status: int) -> None:
     """ClientError.status maps each protocol code to its HTTP status, 400 by default."""
+    assert ErrorCode.BAD_CHUNK not in HTTP_STATUS
     assert ClientError(code, "m").status == status
 
 
@@ -99,7 +101,7 @@ def test_protocol_statuses() -> None:
 
 def test_error_fields() -> None:
     """ClientError and UpstreamError keep their fields; all share FanoutError."""
-    err = ClientError("rate_limited", "slow", ref="p", temporary=True, retry_after_ms=10)
+    err = ClientError(ErrorCode.RATE_LIMITED, "slow", ref="p", temporary=True, retry_after_ms=10)
     assert (err.code, err.message, err.ref, err.temporary, err.retry_after_ms) == (
         "rate_limited",
         "slow",
@@ -108,7 +110,7 @@ def test_error_fields() -> None:
         10,
     )
     assert str(err) == "slow"
-    plain = ClientError("bad_request", "m")
+    plain = ClientError(ErrorCode.BAD_REQUEST, "m")
     assert (plain.ref, plain.temporary, plain.retry_after_ms) == (None, False, None)
     up = UpstreamError("upstream_error", "boom", status=502, retry_after_ms=5)
     assert (up.code, up.message, up.status, up.retry_after_ms, str(up)) == (

@@ -1,0 +1,1 @@
+"""Rooms on this instance: the hub, each room, fan-out rounds, subscribers, the turn runner."""

@@ -1,0 +1,1 @@
+"""The upstream model API, reached through the official openai SDK."""
