@@ -42,6 +42,18 @@ class Loaded:
     records: tuple[Record, ...]  # consecutive, ending at ``seq``
 
 
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """A room as one instance holds it, to store as the room's new epoch after a wipe."""
+
+    epoch: str
+    seq: int
+    turn_count: int
+    ended: tuple[bytes, ...]  # stored ended turns, oldest first (``stored_turn``)
+    records: tuple[Record, ...]  # consecutive, ending at ``seq`` (the live turn so far)
+    streaming: str | None  # the live turn's id, if any
+
+
 ClaimStatus = Literal["ok", "known", "busy", "stale", "epoch", "orphan", "gone", "alive"]
 
 
@@ -119,8 +131,18 @@ class Broker(ABC):
         when no instance listens to it; Redis keys expire on their own."""
 
     @abstractmethod
-    async def load(self, room: RoomName, new_epoch: str) -> Loaded:
-        """The room as kept; ``new_epoch`` becomes its epoch when it has none."""
+    async def load(self, room: RoomName, new_epoch: str | None) -> Loaded | None:
+        """The room as kept; ``new_epoch`` becomes its epoch when it has none (None: the
+        room is not created, and None is returned)."""
+
+    @abstractmethod
+    async def seed(self, room: RoomName, seed: Seed, *, lease: bool) -> int | None:
+        """Store ``seed`` as the room's new epoch, when the broker has no history of the room
+        (no epoch, or an epoch with nothing in it); None when it has one.
+
+        Returns:
+            The fence of the turn lease (``lease``: the live turn streams on with it), else 0.
+        """
 
     @abstractmethod
     async def epoch(self, room: RoomName) -> str | None:

@@ -33,6 +33,7 @@ from .base import (
     Fenced,
     Loaded,
     Record,
+    Seed,
     claim_status,
 )
 from .memory import PROMPT_ID_SECONDS
@@ -90,7 +91,17 @@ class RedisBroker(Broker):
         )
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
-            for name in ("LOAD", "READ", "CLAIM", "STEAL", "APPEND", "RENEW", "RELEASE", "VIEWERS")
+            for name in (
+                "LOAD",
+                "SEED",
+                "READ",
+                "CLAIM",
+                "STEAL",
+                "APPEND",
+                "RENEW",
+                "RELEASE",
+                "VIEWERS",
+            )
         }
         self._listener: BrokerListener | None = None
         self._listening: dict[RoomName, int] = {}
@@ -252,9 +263,12 @@ class RedisBroker(Broker):
 
     # --- the room's store -----------------------------------------------------------------
 
-    async def load(self, room: RoomName, new_epoch: str) -> Loaded:
+    async def load(self, room: RoomName, new_epoch: str | None) -> Loaded | None:
         keys = [self._key(room, p) for p in ("meta", "events", "turns", "lease")]
-        epoch, seq, turns, ended, entries = await self._call("LOAD", keys, [new_epoch])
+        reply = await self._call("LOAD", keys, [new_epoch or ""])
+        if not reply:
+            return None
+        epoch, seq, turns, ended, entries = reply
         return Loaded(
             epoch=_text(epoch),
             seq=int(seq),
@@ -262,6 +276,25 @@ class RedisBroker(Broker):
             ended=tuple(ended),
             records=_records(entries),
         )
+
+    async def seed(self, room: RoomName, seed: Seed, *, lease: bool) -> int | None:
+        keys = [self._key(room, p) for p in ("meta", "events", "turns", "lease")]
+        args: list[bytes | str | int] = [
+            seed.epoch,
+            seed.seq,
+            seed.turn_count,
+            seed.streaming or "",
+            "1" if lease else "0",
+            int(self.lease_seconds * 1000),
+            ROOM_TTL_SECONDS,
+            len(seed.ended),
+            *seed.ended,
+            len(seed.records),
+        ]
+        for record in seed.records:
+            args += [record.seq, record.kind, record.data]
+        reply = await self._call("SEED", keys, args)
+        return int(reply[1]) if _text(reply[0]) == "ok" else None
 
     async def epoch(self, room: RoomName) -> str | None:
         try:
