@@ -42,6 +42,18 @@ class Loaded:
     records: tuple[Record, ...]  # consecutive, ending at ``seq``
 
 
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """A room as one instance holds it, to store as the room's new epoch after a wipe."""
+
+    epoch: str
+    seq: int
+    turn_count: int
+    ended: tuple[bytes, ...]  # stored ended turns, oldest first (``stored_turn``)
+    records: tuple[Record, ...]  # consecutive, ending at ``seq`` (the live turn so far)
+    streaming: str | None  # the live turn's id, if any
+
+
 ClaimStatus = Literal["ok", "known", "busy", "stale", "epoch", "orphan", "gone", "alive"]
 
 
@@ -127,6 +139,20 @@ class Broker(ABC):
     @abstractmethod
     async def load(self, room: RoomName, new_epoch: str) -> Loaded:
         """The room as kept; ``new_epoch`` becomes its epoch when it has none."""
+
+    @abstractmethod
+    async def find(self, room: RoomName) -> Loaded | None:
+        """The room as kept, or None when the broker has none (it is not created)."""
+
+    @abstractmethod
+    async def seed(self, room: RoomName, seed: Seed, *, lease: bool) -> int | None:
+        """Store ``seed`` as the room's new epoch, unless the broker has a history of the room.
+
+        The broker has none when it has no epoch for it, or an epoch with nothing in it.
+
+        Returns:
+            The fence of the turn lease (``lease``: the live turn streams on with it), else 0.
+        """
 
     @abstractmethod
     async def epoch(self, room: RoomName) -> str | None:

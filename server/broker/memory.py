@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from server.core.clock import Clock, monotonic
 from server.core.types import RoomName
 
-from .base import Broker, BrokerListener, Claim, Fenced, Loaded, Record
+from .base import Broker, BrokerListener, Claim, Fenced, Loaded, Record, Seed
 
 # How long a prompt id is remembered for idempotency (the Redis backend uses the same).
 PROMPT_ID_SECONDS = 3600.0
@@ -133,6 +133,15 @@ class MemoryBroker(Broker):
         kept = self._room(room)
         if kept is None:
             kept = self.store.rooms[room] = _Room(epoch=new_epoch, records=deque())
+        return self._loaded(kept)
+
+    async def find(self, room: RoomName) -> Loaded | None:
+        """The room as kept, or None when the store has none (it is not created)."""
+        kept = self._room(room)
+        return None if kept is None else self._loaded(kept)
+
+    @staticmethod
+    def _loaded(kept: _Room) -> Loaded:
         return Loaded(
             epoch=kept.epoch,
             seq=kept.seq,
@@ -140,6 +149,22 @@ class MemoryBroker(Broker):
             ended=tuple(kept.ended),
             records=tuple(kept.records),
         )
+
+    async def seed(self, room: RoomName, seed: Seed, *, lease: bool) -> int | None:
+        """Store ``seed`` as the room's new epoch unless the room has a history again."""
+        kept = self._room(room)
+        if kept is not None and (kept.seq or kept.streaming is not None):
+            return None  # the room has a history again: not this seed's
+        fresh = _Room(epoch=seed.epoch, records=deque(seed.records), seq=seed.seq)
+        fresh.fence = 0 if kept is None else kept.fence  # fences only grow
+        fresh.turn_count, fresh.streaming = seed.turn_count, seed.streaming
+        fresh.ended.extend(seed.ended)
+        fresh.size = sum(len(r.data) for r in seed.records) + sum(len(e) for e in seed.ended)
+        if kept is not None:
+            fresh.viewers = kept.viewers
+        self.store.rooms[room] = fresh
+        self.store.trim(fresh)
+        return self._take_lease(fresh) if lease else 0
 
     async def epoch(self, room: RoomName) -> str | None:
         """The room's epoch now (None when the broker has no such room, e.g. wiped)."""

@@ -33,6 +33,7 @@ from .base import (
     Fenced,
     Loaded,
     Record,
+    Seed,
     claim_status,
 )
 from .memory import PROMPT_ID_SECONDS
@@ -90,7 +91,17 @@ class RedisBroker(Broker):
         )
         self._scripts = {
             name: self._redis.register_script(getattr(lua, name))
-            for name in ("LOAD", "READ", "CLAIM", "STEAL", "APPEND", "RENEW", "RELEASE", "VIEWERS")
+            for name in (
+                "LOAD",
+                "SEED",
+                "READ",
+                "CLAIM",
+                "STEAL",
+                "APPEND",
+                "RENEW",
+                "RELEASE",
+                "VIEWERS",
+            )
         }
         self._listener: BrokerListener | None = None
         self._listening: dict[RoomName, int] = {}
@@ -261,8 +272,21 @@ class RedisBroker(Broker):
 
     async def load(self, room: RoomName, new_epoch: str) -> Loaded:
         """The room as kept; ``new_epoch`` becomes its epoch when it has none."""
+        loaded = await self._load(room, new_epoch)
+        if loaded is None:  # the script creates the room it does not find
+            raise BrokerUnavailable(f"room {room}: Redis did not create it")
+        return loaded
+
+    async def find(self, room: RoomName) -> Loaded | None:
+        """The room as kept, or None when Redis has none (it is not created)."""
+        return await self._load(room, "")
+
+    async def _load(self, room: RoomName, new_epoch: str) -> Loaded | None:
         keys = [self._key(room, p) for p in ("meta", "events", "turns", "lease")]
-        epoch, seq, turns, ended, entries = await self._call("LOAD", keys, [new_epoch])
+        reply = await self._call("LOAD", keys, [new_epoch])
+        if not reply:
+            return None
+        epoch, seq, turns, ended, entries = reply
         return Loaded(
             epoch=_text(epoch),
             seq=int(seq),
@@ -270,6 +294,26 @@ class RedisBroker(Broker):
             ended=tuple(ended),
             records=_records(entries),
         )
+
+    async def seed(self, room: RoomName, seed: Seed, *, lease: bool) -> int | None:
+        """Store ``seed`` as the room's new epoch unless the room has a history again."""
+        keys = [self._key(room, p) for p in ("meta", "events", "turns", "lease")]
+        args: list[bytes | str | int] = [
+            seed.epoch,
+            seed.seq,
+            seed.turn_count,
+            seed.streaming or "",
+            "1" if lease else "0",
+            int(self.lease_seconds * 1000),
+            ROOM_TTL_SECONDS,
+            len(seed.ended),
+            *seed.ended,
+            len(seed.records),
+        ]
+        for record in seed.records:
+            args += [record.seq, record.kind, record.data]
+        reply = await self._call("SEED", keys, args)
+        return int(reply[1]) if _text(reply[0]) == "ok" else None
 
     async def epoch(self, room: RoomName) -> str | None:
         """The room's epoch now (None when the broker has no such room, e.g. wiped)."""

@@ -15,9 +15,11 @@ slot (docs/scaling.md):
   viewer count changed
 """
 
+# ARGV: the new epoch, or '' to read only a room that exists ({} when it does not).
 LOAD = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
+  if ARGV[1] == '' then return {} end
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0, 'fence', 0, 'turns', 0)
   epoch = ARGV[1]
@@ -26,6 +28,33 @@ local meta = redis.call('HMGET', KEYS[1], 'seq', 'turns')
 return {epoch, meta[1], meta[2] or '0',
         redis.call('LRANGE', KEYS[3], 0, -1),
         redis.call('XRANGE', KEYS[2], '-', '+')}
+"""
+
+# A wiped room stored again from an instance's replica, only when Redis has no history of it
+# (no epoch, or an epoch with no event and no streaming turn). ARGV: epoch, seq, turns,
+# streaming ('' none), lease ('1' to take it), lease_ms, room_ttl_s, n_ended, the ended turns,
+# n, then n x (seq, kind, data).
+SEED = """
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'streaming')
+if meta[1] and (tonumber(meta[2] or '0') > 0 or meta[3]) then return {'taken'} end
+local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2], 'fence', fence, 'turns', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'streaming', ARGV[4]) end
+local ended = tonumber(ARGV[8])
+for i = 1, ended do redis.call('RPUSH', KEYS[3], ARGV[8 + i]) end
+local at = 9 + ended
+for i = 0, tonumber(ARGV[at]) - 1 do
+  local s, kind, data = ARGV[at + 1 + i * 3], ARGV[at + 2 + i * 3], ARGV[at + 3 + i * 3]
+  redis.call('XADD', KEYS[2], s .. '-0', 'd', data, 'k', kind)
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+if ARGV[5] == '1' then
+  fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+  redis.call('SET', KEYS[4], fence, 'PX', ARGV[6])
+  return {'ok', tostring(fence)}
+end
+return {'ok', '0'}
 """
 
 READ = """

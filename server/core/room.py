@@ -24,6 +24,7 @@ from .messages import (
     PromptRequest,
     SequencedEvent,
     Snapshot,
+    ToolCallDelta,
     TurnEnd,
     TurnStart,
     TurnStatus,
@@ -489,6 +490,36 @@ class RoomState:
             state._apply(event, stored.now, kind, start=event.turn not in ended)
         state.turn_count = stored.turn_count
         return state
+
+    def seed_view(self, now: float) -> StoredRoom:
+        """What this replica holds, for a broker that lost the room (a wipe).
+
+        The ended turns it keeps and the live turn so far, as a ``turn.start`` and one delta
+        with all its text, ending at ``seq`` (``restore`` rebuilds the same room from it).
+        """
+        live = self._streaming
+        ended = [(t.view(), t.kind) for t in self._turns.values() if t is not live]
+        events: list[tuple[SequencedEvent, TurnKind]] = []
+        if live is not None:
+            grown = tuple(
+                ChoiceDelta(
+                    view.index,
+                    view.content or None,
+                    view.reasoning or None,
+                    view.refusal or None,
+                    tuple(
+                        ToolCallDelta(call.index, call.id, call.name, call.arguments or None)
+                        for call in view.tool_calls
+                    ),
+                )
+                for view in live.acc.views()
+            )
+            start_seq = self.seq - 1 if grown and self.seq > live.seq else self.seq
+            start = TurnStart(start_seq, live.id, live.prompt, live.model, live.started_at)
+            events.append((start, live.kind))
+            if start_seq < self.seq:
+                events.append((Delta(self.seq, live.id, grown), live.kind))
+        return StoredRoom(self.seq, self.turn_count, ended, events, now)
 
     def turn_kind(self, turn_id: TurnId) -> TurnKind:
         """Whether a retained turn came from a room prompt or the tap (room when unknown)."""

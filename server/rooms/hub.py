@@ -24,9 +24,10 @@ from server.config import RoomsConfig
 from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError, broker_unavailable, turn_in_progress
 from server.core.messages import PromptRequest, TurnEnd
+from server.core.replica_rules import Input
 from server.core.room import RoomLimits, RoomState, TurnKind, TurnStarted
 from server.core.types import RoomName, TurnId
-from server.rooms.replicas import Replicas
+from server.rooms.replicas import WAIT_SECONDS, NotYet, Replicas
 from server.rooms.room import Room, TurnLost
 from server.rooms.subscriber import Subscriber
 from server.rooms.turn_writes import TurnWrites
@@ -133,7 +134,8 @@ class Hub:
             opened = room.opening = asyncio.Event()
             try:
                 await self.broker.listen(name)
-                await self.replicas.sync_now(room)
+                with contextlib.suppress(NotYet):  # waited for below
+                    await self.replicas.sync_now(room)
                 room.remote_viewers = max(0, await self.broker.viewers(name) - room.state.viewers)
             except BrokerUnavailable as exc:
                 room.listening = False
@@ -149,12 +151,14 @@ class Hub:
                 raise broker_unavailable()
         # What the caller reads next must be stored already: wait for writes in flight, and
         # for a refused write's reload.
-        while room.pending or room.reload:
+        while room.pending or room.reloading:
             if room.pending:
                 await room.settled.wait()
                 continue
             try:
                 await self.replicas.sync_now(room)
+            except NotYet:  # the broker lost the room: its producer stores it again first
+                await asyncio.sleep(WAIT_SECONDS)
             except BrokerUnavailable as exc:
                 raise broker_unavailable() from exc
         return room
@@ -310,12 +314,11 @@ class Hub:
                 kind=kind,
             )
         except ClientError:
-            await self.broker.release(state.name, claimed)
+            await self._release(room, claimed)
             raise
         if started.event is None:
-            await self.broker.release(state.name, claimed)
+            await self._release(room, claimed)
             return started
-        room.fence = claimed
         try:
             await self.writes.commit(room, (started.event,), prompt_id=request.id)
         except BaseException:
@@ -331,20 +334,29 @@ class Hub:
             ),
             name=f"turn-{started.turn}",
         )
-        turn = started.turn
-        room.task.add_done_callback(lambda _: self._turn_done(room, turn, claimed))
-        room.lease_task = asyncio.create_task(self.writes.keep_lease(room, claimed))
+        task, turn = room.task, started.turn
+        task.add_done_callback(lambda _: self._turn_done(room, task, turn))
+        room.lease_task = asyncio.create_task(self.writes.keep_lease(room))
         return started
 
-    def _turn_done(self, room: Room, turn: TurnId, fence: int) -> None:
+    async def _release(self, room: Room, fence: int) -> None:
+        """Give back a lease that started nothing."""
+        room.rules.on(Input.RELEASED)
+        await self.broker.release(room.state.name, fence)
+
+    def _turn_done(self, room: Room, task: asyncio.Task[None], turn: TurnId) -> None:
+        if room.task is not task:
+            return  # a cancel made way for another turn already
         room.task = None
         if room.lease_task is not None:
             room.lease_task.cancel()
             room.lease_task = None
-        if room.fence == fence and not room.pending:
+        fence = room.fence
+        if fence and not room.pending and room.state.streaming_turn in (turn, None):
             # Storing a turn's end gives the lease up; still holding it here, with no write
             # on its way (a cancel's turn.end may be), means the end was never stored (the
-            # runner failed past its own error handling). Never leave the room to it: give
+            # runner failed past its own error handling, or storing the end failed after the
+            # replica ended the turn). Never leave the room to it: give
             # the lease back, reload, and end the turn from the broker.
             log.error("room %s: turn %s left unended by its runner", room.state.name, turn)
             self._abandon(room, fence, turn)
@@ -357,8 +369,8 @@ class Hub:
         the broker has it streaming.
         """
         if room.fence == fence:
-            room.fence = 0
-        room.reload = True
+            room.rules.on(Input.ABANDONED)
+        room.rules.need_reload()
         room.busy += 1  # listened to until this is done
         self._spawn(self._end_abandoned(room, fence, turn))
 
@@ -399,7 +411,7 @@ class Hub:
             if claim.status != "ok":
                 raise ClientError(ErrorCode.TURN_ENDED, "the turn has already ended")
             await self.writes.catch_up(room, claim.seq)
-            room.fence = claim.fence
+            room.rules.on(Input.STEAL_OK, claim.fence)
         end = room.state.cancel(turn_id, time.time())
         log.info("room %s: turn %s cancelled", state.name, turn_id)
         await self.writes.commit(room, (end,))
@@ -428,7 +440,8 @@ class Hub:
             if not (room.listening and room.loaded):
                 continue
             if not room.fence and await self.broker.epoch(room.state.name) != room.state.epoch:
-                self.replicas.need_sync(room, reload=True)
+                if room.rules.on(Input.EPOCH_DIFFERS):
+                    self.replicas.need_sync(room)
                 continue
             if room.state.viewers:
                 await self.broker.set_viewers(room.state.name, room.state.viewers, announce=False)

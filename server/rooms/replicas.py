@@ -1,9 +1,10 @@
-"""Keeping each room's replica in step with the broker.
+"""Keeping each room's replica in step with the broker, as ``core.replica_rules`` decides.
 
 Events other instances made arrive live and are applied in seq order; a gap (a missed
 message) reads the missing events from the broker; a new epoch, or events the broker no
 longer has, reload the room. Local subscribers then get exactly what they missed, or are
-closed to resume (a snapshot) when history they saw is gone.
+closed to resume (a snapshot) when history they saw is gone. A broker that lost the room (a
+wipe) gets it back from a replica: see ``reseed``.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
-from server.broker.base import Broker, BrokerUnavailable, Record
+from server.broker.base import Broker, BrokerUnavailable, Loaded, Record, Seed
 from server.core.codec import encode
-from server.core.codes import CloseCode
 from server.core.messages import SequencedEvent, TurnEnd
+from server.core.replica_rules import Action, Input, heard, store_empty
 from server.core.room import RoomLimits, RoomState, StoredRoom, TurnKind
 from server.core.types import RoomName
-from server.core.wire_events import event_from_wire, load_object, turn_from_store
+from server.core.wire_events import event_from_wire, load_object, stored_turn, turn_from_store
 from server.rooms.room import Room
 
 log = logging.getLogger(__name__)
 
 SYNC_RETRY_MAX_SECONDS = 5.0
+WAIT_SECONDS = 0.1  # between looks at a wiped room whose producer should re-seed it
+
+
+class NotYet(Exception):
+    """The room cannot be read yet: its producer is expected to re-seed it first."""
 
 
 class Replicas:
@@ -46,22 +52,22 @@ class Replicas:
     def on_record(self, name: RoomName, epoch: str, record: Record) -> None:
         """A live record (broker callback): apply it in order, or read what is missing."""
         room = self.rooms.get(name)
-        if room is None or not room.loaded or not room.listening:
+        if room is None or not room.listening:
             return
-        state = room.state
         if room.sync_task is not None:
             room.sync_again = True  # the running catch-up reads it
-        elif epoch != state.epoch:
-            self.need_sync(room, reload=True)
-        elif record.seq == state.seq + 1:
-            self._apply_records(room, (record,))
-        elif record.seq > state.seq:
-            self.need_sync(room)
+            return
+        state = room.state
+        for action in room.rules.on(heard(epoch == state.epoch, record.seq, state.seq)):
+            if action is Action.APPLY:
+                self._apply_records(room, (record,))
+            else:  # READ_AFTER or RELOAD: the standing says which
+                self.need_sync(room)
 
     def on_reconnect(self) -> None:
         """The broker's live feed was down: read what every listening room missed."""
         for room in self.rooms.values():
-            if room.listening and room.loaded:
+            if room.listening and room.rules.on(Input.RECONNECTED):
                 self.need_sync(room)
 
     def _apply_records(self, room: Room, records: Iterable[Record]) -> None:
@@ -76,25 +82,18 @@ class Replicas:
                 log.warning("room %s: unreadable record %d: %s", state.name, record.seq, exc)
                 self.need_sync(room, reload=True)
                 return
-            self.deliver(room, (event,), (record.data,))
+            room.deliver((event,), (record.data,))
             if isinstance(event, TurnEnd) and room.task is not None and room.fence:
                 log.info(
                     "room %s: turn %s ended elsewhere (%s)", state.name, event.turn, event.status
                 )
-                room.fence = 0
+                room.rules.on(Input.TURN_ENDED_ELSEWHERE)  # drop the fence, stop the upstream
                 room.task.cancel()
 
-    def deliver(
-        self, room: Room, events: Sequence[SequencedEvent], encoded: Sequence[bytes]
-    ) -> None:
-        """Publish ``events`` (with their ``encoded`` bytes) to the room's local subscribers."""
-        room.publish(events, encoded)
-        room.delivered = events[-1].seq
-        room.last_event_at = time.monotonic()
-
     def need_sync(self, room: Room, *, reload: bool = False) -> None:
-        """Sync the room from the broker (reloaded when ``reload``), one sync task at a time."""
-        room.reload = room.reload or reload
+        """Catch the room up in the background (``reload``: rebuild it from the broker)."""
+        if reload:
+            room.rules.need_reload()
         if room.sync_task is None:
             room.sync_task = asyncio.create_task(self._sync_loop(room))
         else:
@@ -107,6 +106,9 @@ class Replicas:
                 room.sync_again = False
                 try:
                     await self.sync_now(room)
+                except NotYet:
+                    await asyncio.sleep(WAIT_SECONDS)
+                    room.sync_again = True
                 except BrokerUnavailable as exc:
                     log.info(
                         "room %s: catch-up failed (%s); again in %.1fs", room.state.name, exc, delay
@@ -120,16 +122,22 @@ class Replicas:
             room.sync_task = None
 
     async def sync_now(self, room: Room) -> None:
-        """Catch the replica up with the broker (load it on first use or when lost)."""
+        """Catch the replica up with the broker (load it on first use or when lost).
+
+        Raises:
+            NotYet: the broker lost the room and its producer should re-seed it first.
+            BrokerUnavailable: the broker did not answer.
+        """
         async with room.lock:
             state = room.state
-            if room.reload or not room.loaded:
+            if room.reloading:
                 await self._reload(room)
                 return
             if room.fence:
                 return  # this instance holds the lease: it is the room's only writer
             records = await self.broker.read(state.name, state.epoch, state.seq)
             if records is None:
+                room.rules.on(Input.READ_GONE)
                 await self._reload(room)
             else:
                 self._apply_records(room, records)
@@ -138,10 +146,19 @@ class Replicas:
         """Rebuild the room from the broker.
 
         Local subscribers get what they missed, or are closed to resume (a snapshot) when their
-        history is gone.
+        history is gone. A broker without the room gets this replica back (``reseed``), unless
+        the replica is empty.
         """
         old = room.state
-        loaded = await self.broker.load(old.name, secrets.token_hex(6))
+        create = not room.loaded or (not old.seq and not old.turn_count)
+        if create:
+            loaded: Loaded | None = await self.broker.load(old.name, secrets.token_hex(6))
+        else:
+            loaded = await self.broker.find(old.name)
+        if loaded is None:
+            await self._store_empty(room)
+            return
+        room.wiped_since = None
         now = time.time()
         ended = []
         for data in loaded.ended:
@@ -162,11 +179,9 @@ class Replicas:
         stored = StoredRoom(loaded.seq, loaded.turn_count, ended, events, now)
         state = RoomState.restore(old.name, loaded.epoch, stored, self.room_limits, self.secrets)
         state.viewers = old.viewers
-        room.state, room.reload = state, False
-        first_load, room.loaded = not room.loaded, True
-        if room.task is not None and room.fence and state.streaming_turn is None:
-            room.fence = 0
-            room.task.cancel()
+        room.state = state
+        first_load = not room.loaded
+        room.rules.on(Input.LOADED)
         if first_load or not room.subscribers:
             room.delivered = state.seq
             return
@@ -175,15 +190,73 @@ class Replicas:
         )
         replay = state.resume(old.epoch, room.delivered)  # None on a new epoch
         if replay is None:
-            log.warning(
-                "room %s: history seen by %d subscriber(s) is gone; closing them to resume",
-                old.name,
-                len(room.subscribers),
-            )
-            for sub in tuple(room.subscribers):
-                # PROTOCOL.md's 1011, "reconnect with backoff": the resume gets a snapshot.
-                sub.close(CloseCode.INTERNAL_ERROR, "room history was lost; resume")
-            room.delivered = state.seq
+            room.history_lost()
         elif replay:
-            self.deliver(room, replay, [encoded.get(e.seq) or encode(e) for e in replay])
+            room.deliver(replay, [encoded.get(e.seq) or encode(e) for e in replay])
         room.last_event_at = time.monotonic()
+
+    async def _store_empty(self, room: Room) -> None:
+        """The broker has no history of a room this replica holds (it was wiped)."""
+        now = time.monotonic()
+        if room.wiped_since is None:
+            room.wiped_since = now
+            log.warning("room %s: the broker lost the room (wiped?)", room.state.name)
+        live_elsewhere = room.state.streaming_turn is not None and room.task is None
+        what = store_empty(
+            live_turn_elsewhere=live_elsewhere,
+            waited=now - room.wiped_since,
+            lease_seconds=self.broker.lease_seconds,
+        )
+        for action in room.rules.on(what):
+            if action is Action.WAIT:
+                raise NotYet(room.state.name)
+            if action is Action.RESEED:
+                await self.reseed(room, lease=False)
+
+    async def reseed(self, room: Room, *, lease: bool) -> bool:
+        """Store this replica as the room's new epoch (the broker lost the room).
+
+        The seed is the ended turns it keeps and the live turn so far. Local subscribers are
+        closed to resume; the new epoch's snapshot has everything they saw.
+
+        Args:
+            room: the room the broker lost.
+            lease: this instance streams the live turn and keeps its lease, with a new fence.
+
+        Returns:
+            False when the broker has a history of the room again (not this replica's).
+        """
+        state = room.state
+        seed = state.seed_view(time.time())
+        epoch = secrets.token_hex(6)
+        fence = await self.broker.seed(
+            state.name,
+            Seed(
+                epoch=epoch,
+                seq=seed.seq,
+                turn_count=seed.turn_count,
+                ended=tuple(stored_turn(view, kind) for view, kind in seed.ended),
+                records=tuple(Record(e.seq, encode(e), kind) for e, kind in seed.events),
+                streaming=state.streaming_turn,
+            ),
+            lease=lease,
+        )
+        if fence is None:
+            log.info("room %s: another instance stored the room first", state.name)
+            for action in room.rules.on(Input.SEED_TAKEN):
+                if action is Action.RELOAD:
+                    self.need_sync(room)
+            return False
+        log.warning(
+            "room %s: stored again from this instance as epoch %s (seq %d, %d ended turn(s)%s)",
+            state.name,
+            epoch,
+            seed.seq,
+            len(seed.ended),
+            f", turn {state.streaming_turn} streaming on" if state.streaming_turn else "",
+        )
+        room.rules.on(Input.SEEDED, fence)
+        room.wiped_since = None
+        state.epoch = epoch
+        room.history_lost()
+        return True

@@ -1,8 +1,10 @@
 """This instance's writes to a room: the turn lease, fenced appends, cancels and orphans.
 
 Only the holder of a room's turn lease writes its events. Events are stored through the
-broker before local subscribers see them; a refused write (the lease was lost, the epoch
-changed) stops the turn here and reloads the room.
+broker before local subscribers see them. A refused write (the lease was lost, the epoch
+changed) stops the turn here and reloads the room, unless the broker lost the room (a wipe):
+then the room is stored again from this instance's replica and the turn streams on
+(``core.replica_rules``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from server.broker.base import Broker, BrokerUnavailable, Fenced, Record
 from server.core.codec import encode
 from server.core.errors import turn_in_progress
 from server.core.messages import PromptRequest, SequencedEvent, TurnEnd, TurnStart
+from server.core.replica_rules import CLAIM_INPUTS, Action, Input
 from server.core.room import TurnStarted
 from server.core.types import TurnId
 from server.core.wire_events import stored_turn
@@ -26,6 +29,7 @@ from server.rooms.room import Room, TurnLost
 log = logging.getLogger(__name__)
 
 CLAIM_ATTEMPTS = 4
+RETRY_SECONDS = 0.2  # between writes while the broker is down
 
 
 class TurnWrites:
@@ -58,14 +62,15 @@ class TurnWrites:
         room.pending += 1
         room.settled.clear()
         try:
-            await self._append(room, records, started, ended)
+            reseeded = await self._append(room, records, started, ended)
         finally:
             room.pending -= 1
             if not room.pending:
                 room.settled.set()
         if ended is not None:
-            room.fence = 0
-        self.replicas.deliver(room, events, encoded)
+            room.rules.on(Input.TURN_ENDED)
+        if not reseeded:  # else its subscribers were closed to resume on the new epoch
+            room.deliver(events, encoded)
 
     async def _append(
         self,
@@ -73,70 +78,114 @@ class TurnWrites:
         records: Sequence[Record],
         started: tuple[str, str | None] | None,
         ended: bytes | None,
-    ) -> None:
+    ) -> bool:
         """Store records in the order they were made.
 
-        Retry while the broker is down, for as long as the lease would last.
+        Retry while the broker is down, for as long as the lease would last. True when the room
+        was stored again instead (the broker lost it): the seed holds these records.
         """
         state = room.state
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.broker.lease_seconds
         async with room.commit_lock:
+            deadline = asyncio.get_running_loop().time() + self.broker.lease_seconds
             while True:
                 try:
                     await self.broker.append(
                         state.name, state.epoch, room.fence, records, started=started, ended=ended
                     )
-                    return
+                    return False
                 except Fenced as exc:
-                    self._lost(room, str(exc))
-                    raise TurnLost(str(exc)) from exc
+                    await self._refused(room, Input.WRITE_REFUSED, str(exc), deadline)
+                    return True
                 except BrokerUnavailable as exc:
-                    if loop.time() >= deadline:
-                        self._lost(room, str(exc))
-                        raise TurnLost(str(exc)) from exc
-                    await asyncio.sleep(0.2)
+                    await self._wait_or_lose(room, exc, deadline)
 
-    def _lost(self, room: Room, why: str) -> None:
-        log.warning(
-            "room %s: a write was refused (%s); reloading from the broker", room.state.name, why
-        )
-        room.fence = 0
-        self.replicas.need_sync(room, reload=True)
+    async def _wait_or_lose(self, room: Room, exc: BrokerUnavailable, deadline: float) -> None:
+        """Wait before writing again, or give the turn up once the lease would be over.
+
+        Raises:
+            TurnLost: the broker stayed down for the lease's length.
+        """
+        if asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(RETRY_SECONDS)
+            return
+        self._carry_out(room, room.rules.on(Input.WRITE_TIMED_OUT), str(exc))
+        raise TurnLost(str(exc)) from exc
+
+    async def _refused(self, room: Room, what: Input, why: str, deadline: float) -> None:
+        """A write or a renewal was refused.
+
+        Store the room again if the broker lost it (the turn streams on here with a new fence),
+        else the turn is lost here.
+
+        Raises:
+            TurnLost: the broker has the room, and its lease is no longer this instance's.
+        """
+        actions = room.rules.on(what)
+        while Action.RESEED_LIVE in actions:
+            try:
+                if await self.replicas.reseed(room, lease=room.state.streaming_turn is not None):
+                    return
+                actions = ()  # reseed carried out SEED_TAKEN's actions
+            except BrokerUnavailable as exc:
+                await self._wait_or_lose(room, exc, deadline)
+        self._carry_out(room, actions, why)
+        raise TurnLost(why)
+
+    def _carry_out(self, room: Room, actions: Sequence[Action], why: str) -> None:
+        if Action.RELOAD in actions:
+            log.warning(
+                "room %s: a write was refused (%s); reloading from the broker", room.state.name, why
+            )
+            self.replicas.need_sync(room)
 
     async def claim(self, room: Room, request: PromptRequest) -> int | TurnStarted:
         """Take the room's turn lease: its fence, or the turn the prompt's id started."""
         for _ in range(CLAIM_ATTEMPTS):
             state = room.state
             claim = await self.broker.claim(state.name, state.epoch, state.seq, request.id)
-            if claim.status == "ok":
+            actions = room.rules.on(CLAIM_INPUTS[claim.status], claim.fence)
+            if Action.TAKE_FENCE in actions:
                 return claim.fence
-            if claim.status == "known" and claim.turn is not None:
+            if Action.ANSWER_KNOWN in actions and claim.turn is not None:
                 return TurnStarted(turn=TurnId(claim.turn), seq=claim.seq, event=None)
-            if claim.status == "busy":
-                break
-            if claim.status == "orphan" and claim.turn is not None:
+            if Action.RETRY_CLAIM not in actions:
+                break  # busy, or an answer this standing does not expect
+            if Action.END_ORPHAN in actions and claim.turn is not None:
                 await self.end_orphan(room, claim.turn)
-            else:  # stale or epoch: catch up, then try again
-                room.reload = room.reload or claim.status == "epoch"
+            else:  # stale or epoch: catch up (the standing says whether to reload)
                 await self.replicas.sync_now(room)
         raise turn_in_progress(request.id)
 
-    async def keep_lease(self, room: Room, fence: int) -> None:
-        """Renew the lease while the turn streams; a lost lease stops the turn here."""
-        while room.fence == fence:
+    async def keep_lease(self, room: Room) -> None:
+        """Renew the lease while this instance holds it.
+
+        A refused renewal is handled as a refused write: the room is stored again if the broker
+        lost it, else the turn stops here.
+        """
+        while room.fence:
             await asyncio.sleep(self.broker.lease_seconds / 3)
+            fence = room.fence
+            if not fence:
+                return
             try:
                 kept = await self.broker.renew(room.state.name, fence)
             except BrokerUnavailable as exc:
                 log.info("room %s: lease not renewed: %s", room.state.name, exc)
                 continue
-            if not kept and room.fence == fence:
-                log.warning("room %s: the turn lease was lost; stopping the turn", room.state.name)
-                room.fence = 0
-                if room.task is not None:
-                    room.task.cancel()
-                self.replicas.need_sync(room, reload=True)
+            if kept or room.fence != fence:
+                continue
+            async with room.commit_lock:  # never beside a write, which may store it again
+                if room.fence != fence:
+                    continue
+                deadline = asyncio.get_running_loop().time() + self.broker.lease_seconds
+                try:
+                    await self._refused(room, Input.LEASE_LOST, "lease lost", deadline)
+                except TurnLost:
+                    log.warning(
+                        "room %s: the turn lease was lost; stopping the turn", room.state.name
+                    )
+                    if room.task is not None:
+                        room.task.cancel()
 
     async def catch_up(self, room: Room, seq: int) -> None:
         """Read until the replica reaches ``seq`` (after taking a lease)."""
@@ -154,13 +203,14 @@ class TurnWrites:
         if claim.status != "ok":
             return
         await self.catch_up(room, claim.seq)
+        room.rules.on(Input.STEAL_OK, claim.fence)
         end = room.state.end_stream(TurnId(turn), time.time())
         if end is None:
             await self.broker.release(state.name, claim.fence)
+            room.rules.on(Input.RELEASED)
             return
         log.warning(
             "room %s: turn %s lost its producer; ending it %s", state.name, turn, end.status
         )
-        room.fence = claim.fence
         with contextlib.suppress(TurnLost):
             await self.commit(room, (end,))

@@ -176,8 +176,13 @@ class FakeUpstream:
             await resp.write_eof()
             self.completed += 1
             self.finished.set()
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.disconnects += 1
-            self.disconnected.set()
+        except ConnectionResetError:  # the client left: nothing more to write
+            self._left()
+        except asyncio.CancelledError:
+            self._left()
             raise
         return resp
+
+    def _left(self) -> None:
+        self.disconnects += 1
+        self.disconnected.set()

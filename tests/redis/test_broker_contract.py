@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from server.broker.base import Broker, Fenced, Record
+from server.broker.base import Broker, Fenced, Record, Seed
 from server.broker.memory import PROMPT_ID_SECONDS, MemoryBroker, MemoryStore
 from server.broker.redis_broker import RedisBroker
 from server.core.clock import ManualClock
@@ -293,6 +293,69 @@ async def test_a_wiped_store_means_a_new_epoch_and_refused_writes(pair: Pair) ->
     assert (await pair.b.steal(ROOM, epoch, "t1", force=True)).status == "epoch"
     fresh = await pair.b.load(ROOM, "e2")
     assert (fresh.epoch, fresh.seq, fresh.records) == ("e2", 0, ())
+
+
+async def test_find_reads_a_room_without_making_one(pair: Pair) -> None:
+    """``find`` answers None for a room the broker has not got, and creates nothing."""
+    assert await pair.a.find(ROOM) is None
+    assert await pair.b.epoch(ROOM) is None
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    await started_turn(pair.a, epoch)
+    found = await pair.b.find(ROOM)
+    assert found is not None
+    assert (found.epoch, found.seq, [r.seq for r in found.records]) == ("e1", 1, [1])
+    pair.wipe()
+    assert await pair.b.find(ROOM) is None
+    assert await pair.b.epoch(ROOM) is None
+
+
+def a_seed(epoch: str = "e2", *, streaming: str | None = "t2") -> Seed:
+    """A room at seq 6 with two ended turns and a live turn (start at 5, text at 6)."""
+    return Seed(
+        epoch=epoch,
+        seq=6,
+        turn_count=3,
+        ended=(b'{"id":"t0"}', b'{"id":"t1"}'),
+        records=(rec(5, "start"), rec(6, "text")) if streaming else (),
+        streaming=streaming,
+    )
+
+
+async def test_a_wiped_room_is_seeded_once_with_its_live_turn(pair: Pair) -> None:
+    """A seed is stored only where the broker has no history; its lease is the live turn's."""
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    old_fence = await started_turn(pair.a, epoch)
+    assert await pair.a.seed(ROOM, a_seed(), lease=True) is None  # the room has a history
+    pair.wipe()
+    fence = await pair.a.seed(ROOM, a_seed(), lease=True)
+    assert fence is not None
+    assert fence != 0
+    assert await pair.b.seed(ROOM, a_seed("e3"), lease=False) is None  # stored first by a
+    found = await pair.b.find(ROOM)
+    assert found is not None
+    assert (found.epoch, found.seq, found.turn_count) == ("e2", 6, 3)
+    assert found.ended == (b'{"id":"t0"}', b'{"id":"t1"}')
+    assert [r.data for r in found.records] == [rec(5, "start").data, rec(6, "text").data]
+    # The live turn streams on under the new lease; the old fence writes nothing.
+    with pytest.raises(Fenced):
+        await pair.a.append(ROOM, epoch, old_fence, [rec(7)])
+    assert (await pair.b.claim(ROOM, "e2", 6, None)).status == "busy"
+    await pair.a.append(ROOM, "e2", fence, [rec(7, "end")], ended=b'{"id":"t2"}')
+    assert [r.seq for r in (await pair.b.read(ROOM, "e2", 5) or ())] == [6, 7]
+    claim = await pair.b.claim(ROOM, "e2", 7, None)
+    assert claim.status == "ok"
+
+
+async def test_an_idle_seed_takes_no_lease_and_overwrites_an_empty_room(pair: Pair) -> None:
+    """A room made empty again (a load after a wipe) still takes a seed; no lease is held."""
+    await pair.a.load(ROOM, "e1")
+    pair.wipe()
+    await pair.b.load(ROOM, "fresh")  # an instance that knew nothing made an empty room
+    assert await pair.a.seed(ROOM, a_seed(streaming=None), lease=False) == 0
+    found = await pair.b.find(ROOM)
+    assert found is not None
+    assert (found.epoch, found.seq, found.records) == ("e2", 6, ())
+    assert (await pair.b.claim(ROOM, "e2", 6, None)).status == "ok"
 
 
 async def test_a_retried_write_is_stored_once(pair: Pair) -> None:

@@ -231,61 +231,98 @@ async def test_redis_restart_with_its_data_loses_nothing(
     assert viewers[1].turns[turn].end["status"] == "completed"  # type: ignore[index]
 
 
-async def test_redis_wiped_by_a_restart_mid_stream_shows_no_wrong_text(
+async def follow_to_end(viewer: Viewer, server: TestServer, room: str, turn: str) -> str:
+    """The text of ``turn`` as ``viewer`` ends up with it, resuming as PROTOCOL.md asks of a 1011.
+
+    A closed viewer reconnects with the epoch and seq it saw; a new epoch's snapshot replaces
+    what it had.
+    """
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                return (await viewer.wait_turn_end(turn, timeout=30)).text()
+            except AssertionError:  # the connection ended first
+                assert viewer.close_code == 1011, viewer.close_code
+                await reconnect(viewer, server, room)
+
+
+async def test_redis_wiped_mid_stream_keeps_the_live_turn_and_the_earlier_ones(
     make_server: ServerFactory,
     redis_server: RedisServer,
     upstream: FakeUpstream,
     session: aiohttp.ClientSession,
 ) -> None:
-    """Redis restarted empty mid-stream: viewers resume on a new epoch, nothing wrong shown."""
+    """Redis restarted empty at ~30% of a streaming turn loses nothing.
+
+    The producing instance stores the room again from its replica and streams on: every viewer,
+    on either instance, ends with the exact upstream text after resuming; the upstream is asked
+    once per prompt; the earlier turn is still in the snapshot.
+    """
     upstream.always(Script(chunks=text_stream(WORDS), gap=0.04, split=False))
     a, b = await instances(make_server, redis_server, 2)
-    viewers = [await watch(session, s, "wiped") for s in (a, b)]
-    turn = (await (await prompt(session, a, "wiped")).json())["turn"]
-    await viewers[1].wait(lambda v: turn in v.turns and len(v.turns[turn].text()) > 10)
-    old_epoch = viewers[0].epoch
-    await asyncio.to_thread(redis_server.restart, 0.2)
-    # History is gone: every viewer is closed to resume (1011), and the upstream stops.
+    servers = (a, a, b, b)
+    viewers = [await watch(session, s, "wiped") for s in servers]
+    earlier = (await (await prompt(session, b, "wiped", "earlier")).json())["turn"]
     for v in viewers:
-        await v.wait(lambda v: v.close_code is not None, timeout=10)
-        assert v.close_code == 1011
-        seen = v.turns[turn].text()
-        assert "".join(WORDS).startswith(seen)  # a prefix of the answer: nothing wrong shown
-    async with asyncio.timeout(10):
-        await upstream.disconnected.wait()
-    for v, s in zip(viewers, (a, b), strict=True):
-        welcome = await reconnect(v, s, "wiped")
-        assert welcome["recovered"] is False
-        assert welcome["epoch"] != old_epoch
-    assert viewers[0].epoch == viewers[1].epoch
-    turn2 = (await (await prompt(session, b, "wiped", "again")).json())["turn"]
-    texts = [(await v.wait_turn_end(turn2, timeout=15)).text() for v in viewers]
-    assert texts == ["".join(WORDS)] * 2
+        await v.wait_turn_end(earlier, timeout=15)
+    turn = (await (await prompt(session, a, "wiped", "live")).json())["turn"]
+    await viewers[2].wait(
+        lambda v: turn in v.turns and len(v.turns[turn].text()) >= len("".join(WORDS[:18])),
+        timeout=15,
+    )
+    old_epoch = viewers[2].epoch
+    await asyncio.to_thread(redis_server.restart, 0.2)
+    texts = await asyncio.gather(
+        *(follow_to_end(v, s, "wiped", turn) for v, s in zip(viewers, servers, strict=True))
+    )
+    assert texts == ["".join(WORDS)] * len(viewers)
+    assert [v.turns[turn].status for v in viewers] == ["completed"] * len(viewers)
+    assert len(upstream.requests) == 2  # one per prompt: the wipe asked for nothing again
+    clean(viewers)
+    for server in (a, b):
+        late = await watch(session, server, "wiped")
+        snapshot = next(f for f in late.frames if f["type"] == "snapshot")
+        assert snapshot["epoch"] != old_epoch
+        assert [t["id"] for t in snapshot["turns"]] == [earlier, turn]
+        assert [late.turns[t].text() for t in (earlier, turn)] == ["".join(WORDS)] * 2
+        await late.close()
+    # The room takes a new prompt on the new epoch, everywhere.
+    after = (await (await prompt(session, b, "wiped", "after")).json())["turn"]
+    for v in viewers:
+        assert (await v.wait_turn_end(after, timeout=15)).text() == "".join(WORDS)
     clean(viewers)
 
 
 @pytest.mark.usefixtures("upstream")
-async def test_a_flushed_redis_means_a_new_epoch_for_everyone(
+async def test_a_flushed_redis_is_stored_again_from_a_replica(
     make_server: ServerFactory,
     redis_server: RedisServer,
     session: aiohttp.ClientSession,
 ) -> None:
-    """FLUSHALL while idle: viewers are closed and resume on a new epoch."""
+    """FLUSHALL while idle: the room comes back on a new epoch with its turns; viewers resume."""
     a, b = await instances(make_server, redis_server, 2)
     watcher = await watch(session, b, "flush")
     turn = (await (await prompt(session, a, "flush")).json())["turn"]
-    await watcher.wait_turn_end(turn)
+    text = (await watcher.wait_turn_end(turn)).text()
     old_epoch, old_seq = watcher.epoch, watcher.seq
     redis_server.command("FLUSHALL")
     await watcher.wait(lambda v: v.close_code is not None, timeout=10)
     assert watcher.close_code == 1011
     fresh = await Viewer(session, ws_url(a, "flush")).connect(f"?epoch={old_epoch}&since={old_seq}")
     welcome = fresh.frames[0]
-    assert (welcome["recovered"], welcome["seq"]) == (False, 0)
+    assert (welcome["recovered"], welcome["seq"]) == (False, old_seq)
     assert welcome["epoch"] != old_epoch
     snapshot = fresh.frames[1]
     assert snapshot["type"] == "snapshot"
-    assert snapshot["turns"] == []
+    assert [t["id"] for t in snapshot["turns"]] == [turn]
+    assert text
+    assert fresh.turns[turn].text() == text
+    welcome = await reconnect(watcher, b, "flush")
+    assert welcome["epoch"] == fresh.epoch
+    again = (await (await prompt(session, b, "flush", "again")).json())["turn"]
+    for v in (watcher, fresh):
+        assert (await v.wait_turn_end(again)).text() == text
+    clean([watcher, fresh])
 
 
 def _serve_in_a_process(
