@@ -109,9 +109,14 @@ class MemoryBroker(Broker):
             self._listening.pop(room, None)
 
     def _deliver(self, name: RoomName, epoch: str, records: Sequence[Record]) -> None:
+        """Hand stored records to the other instances that listen to the room.
+
+        Not to the writer: it published them to its own subscribers when they were stored, so
+        a single instance never takes the replica path for its own events.
+        """
         for broker in tuple(self.store.brokers):
             listener = broker._listener
-            if listener is not None and name in broker._listening:
+            if broker is not self and listener is not None and name in broker._listening:
                 broker.events_heard += len(records)
                 for record in records:
                     listener.on_record(name, epoch, record)

@@ -395,3 +395,18 @@ async def test_memory_prompt_ids_and_leases_follow_the_clock() -> None:
     assert (await broker.claim(ROOM, epoch, 2, "p-1")).status == "known"
     clock.advance(0.02)
     assert (await broker.claim(ROOM, epoch, 2, "p-1")).status == "ok"
+
+
+async def test_memory_writer_does_not_hear_its_own_records() -> None:
+    """One process, one store: the writer published its records already; the others hear them."""
+    store, clock = MemoryStore(), ManualClock()
+    a, b = MemoryBroker(store, "a", LEASE, clock), MemoryBroker(store, "b", LEASE, clock)
+    heard_a, heard_b = Heard(), Heard()
+    await a.start(heard_a)
+    await b.start(heard_b)
+    await a.listen(ROOM)
+    await b.listen(ROOM)
+    epoch = (await a.load(ROOM, "e1")).epoch
+    await started_turn(a, epoch)
+    assert [r.seq for _, _, r in heard_b.records] == [1]
+    assert (heard_a.records, a.events_heard, b.events_heard) == ([], 0, 1)
