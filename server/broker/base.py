@@ -43,14 +43,12 @@ class Loaded:
 
 
 @dataclass(frozen=True, slots=True)
-class Seed:
-    """A room as one instance holds it, to store as the room's new epoch after a wipe."""
+class Seed(Loaded):
+    """A room as one instance holds it, to store as the room's new epoch after a wipe.
 
-    epoch: str
-    seq: int
-    turn_count: int
-    ended: tuple[bytes, ...]  # stored ended turns, oldest first (``stored_turn``)
-    records: tuple[Record, ...]  # consecutive, ending at ``seq`` (the live turn so far)
+    Its ``records`` are the live turn so far.
+    """
+
     streaming: str | None  # the live turn's id, if any
 
 

@@ -163,9 +163,8 @@ class RedisBroker(Broker):
     async def listen(self, room: RoomName) -> None:
         """Subscribe (the first time) and return once Redis confirmed it.
 
-        Subscribe (the first time) and return once Redis confirmed the subscription, so nothing
-        published after this returns is missed (bounded: a Redis that does not answer leaves the hub
-        to read what it missed later).
+        Nothing published after this returns is missed (bounded: a Redis that does not answer
+        leaves the hub to read what it missed later).
         """
         count = self._listening.get(room, 0)
         self._listening[room] = count + 1

@@ -46,8 +46,7 @@ def origin_allowed(origin: str | None, own: str | None, allowed: Iterable[str]) 
 def split_host(value: str) -> tuple[str, int | None] | None:
     """The name and port of a ``Host`` value; None when it is not a plain one.
 
-    The name (lower case, no brackets, no final dot) and port of a ``Host`` value, or None when it
-    is not a plain ``host[:port]``.
+    The name is in lower case, without brackets or a final dot; plain means ``host[:port]``.
     """
     try:
         parts = urlsplit("//" + value.strip())
@@ -72,8 +71,7 @@ def _is_ipv6(name: str) -> bool:
 def host_name(entry: str) -> str | None:
     """A configured host name as ``split_host`` gives it; None when it is none.
 
-    A configured host name (or IP address, IPv6 with or without brackets) as ``split_host`` gives
-    it; None when it is not one or carries a port.
+    An IP address counts, IPv6 with or without brackets; an entry with a port is none.
     """
     entry = entry.strip()
     if entry.count(":") > 1 and not entry.startswith("["):

@@ -51,7 +51,6 @@ class Input(StrEnum):
     CLAIM_EPOCH = "claim_epoch"  # the broker's history is not this replica's
     CLAIM_ORPHAN = "claim_orphan"  # a turn streams whose producer stopped renewing its lease
     STEAL_OK = "steal_ok"  # the lease of a streaming turn is ours, to end it
-    STEAL_GONE = "steal_gone"  # that turn is not streaming any more
     RELEASED = "released"  # this instance gave back a lease that started nothing
     TURN_ENDED = "turn_ended"  # this instance stored its turn's end: the lease is free
     TURN_ENDED_ELSEWHERE = "turn_ended_elsewhere"  # a record ended the turn produced here
@@ -59,7 +58,6 @@ class Input(StrEnum):
     WRITE_TIMED_OUT = "write_timed_out"  # the broker stayed down for the lease's length
     LEASE_LOST = "lease_lost"  # renewing the lease was refused
     ABANDONED = "abandoned"  # the runner left its turn unended: give the room back
-    ORPHAN_SILENT = "orphan_silent"  # a streaming turn nobody renews, silent for a lease
 
 
 class Action(StrEnum):
@@ -78,7 +76,6 @@ class Action(StrEnum):
     STOP_UPSTREAM = "stop_upstream"  # stop the turn's runner here
     ANSWER_KNOWN = "answer_known"  # answer with the turn the prompt's id started
     REFUSE_BUSY = "refuse_busy"  # turn_in_progress
-    REFUSE_ENDED = "refuse_ended"  # the turn has already ended
     RETRY_CLAIM = "retry_claim"  # claim again, after the actions before this one
     END_ORPHAN = "end_orphan"  # take the lease of a dead producer's turn and end it
 
@@ -110,8 +107,6 @@ _CLAIMS = {
     In.CLAIM_EPOCH: Step(S.RELOADING, (A.RELOAD, A.RETRY_CLAIM)),
     In.CLAIM_ORPHAN: Step(S.FOLLOWING, (A.END_ORPHAN, A.RETRY_CLAIM)),
     In.STEAL_OK: Step(S.PRODUCING, (A.TAKE_FENCE,)),
-    In.STEAL_GONE: Step(S.FOLLOWING, (A.READ_AFTER, A.REFUSE_ENDED)),
-    In.ORPHAN_SILENT: Step(S.FOLLOWING, (A.END_ORPHAN,)),
 }
 _RELOAD_ANSWERS = {
     In.LOADED: Step(S.FOLLOWING),
@@ -147,7 +142,6 @@ TRANSITIONS: dict[tuple[Standing, Input], Step] = {
     (S.RELOADING, In.CLAIM_EPOCH): Step(S.RELOADING, (A.RELOAD, A.RETRY_CLAIM)),
     (S.RELOADING, In.CLAIM_ORPHAN): Step(S.RELOADING, (A.END_ORPHAN, A.RETRY_CLAIM)),
     (S.RELOADING, In.STEAL_OK): Step(S.PRODUCING, (A.TAKE_FENCE,)),
-    (S.RELOADING, In.STEAL_GONE): Step(S.RELOADING, (A.RELOAD, A.REFUSE_ENDED)),
     (S.RELOADING, In.ABANDONED): Step(S.RELOADING, (A.RELOAD,)),
     # The only writer: its own records come back (old); another's next record can only
     # end its turn (a cancel elsewhere); a new epoch shows in its next write.

@@ -73,8 +73,7 @@ async def room_snapshot(request: web.Request) -> web.Response:
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's whole body as a checked JSON object.
 
-    The request's whole body as a JSON object, at most 1 MiB of UTF-8, every string in it valid text
-    and every number finite.
+    At most 1 MiB of UTF-8, every string in it valid text and every number finite.
 
     The body is read to its end however it arrives (in several writes, chunked): one read of
     the stream would return only what happens to be buffered.

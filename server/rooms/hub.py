@@ -455,8 +455,8 @@ class Hub:
     ) -> int:
         """Forget rooms with no viewer and no turn for a while; returns how many.
 
-        Forget rooms with no viewer and no turn for ``idle_seconds`` (``empty_seconds`` for a room
-        nothing ever happened in: seq 0, such as one a bare GET made); returns how many.
+        A while is ``idle_seconds``, or ``empty_seconds`` for a room nothing ever happened in (seq
+        0, such as one a bare GET made).
         """
         stale = [
             name

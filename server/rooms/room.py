@@ -91,8 +91,8 @@ class Room:
     ) -> None:
         """Encode each event once and deliver it to every subscriber.
 
-        Encode each event once (unless ``encoded`` has it) and deliver it to every subscriber, a
-        slice at a time in a large room (``rounds``).
+        ``encoded`` has the encodings when the caller made them already; a large room is served
+        a slice of subscribers at a time (``rounds``).
         """
         started = time.perf_counter()
         if encoded is None:
