@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from server.core.errors import BrokerError
-from server.core.room import TurnKind
+from server.core.messages import TurnKind
 from server.core.types import RoomName
 
 

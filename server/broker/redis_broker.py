@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from server.core.room import TurnKind
+from server.core.messages import TurnKind
 from server.core.types import RoomName
 
 from . import redis_scripts as lua

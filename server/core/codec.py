@@ -1,6 +1,9 @@
-"""The one codec: server messages to UTF-8 JSON bytes, client frames back to messages.
+"""The one codec: messages to UTF-8 JSON bytes and back, from their definitions in ``messages``.
 
-Encoding happens once per event, whatever the number of subscribers.
+Encoding happens once per event, whatever the number of subscribers. Decoding checks shape
+and types against the same definitions: a client's frame (``decode_client_frame``), and a
+broker's bytes, which another instance encoded (``decode_event``, ``decode_turn``); what does
+not fit is refused, never trusted.
 """
 
 from __future__ import annotations
@@ -12,180 +15,63 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
+
 from .codes import ErrorCode
 from .errors import ClientError
 from .messages import (
     CancelRequest,
-    ChoiceDelta,
-    ChoiceView,
     ClientMessage,
-    Delta,
-    ErrorInfo,
-    Presence,
     PromptRequest,
+    SequencedEvent,
     ServerMessage,
     Snapshot,
-    ToolCallDelta,
-    TurnEnd,
-    TurnStart,
+    TurnKind,
     TurnView,
-    Welcome,
 )
 from .options import validate_options
 from .text import check_client_value, is_text
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 MAX_ID_CHARS = 128
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _error(info: ErrorInfo | None) -> dict[str, Any] | None:
-    if info is None:
-        return None
-    out: dict[str, Any] = {"code": info.code, "message": info.message}
-    if info.temporary:  # an extension of {code, message}: docs/protocol.md
-        out["temporary"] = True
-        out["retry_after_ms"] = info.retry_after_ms
+def _mapping_as_dict(value: object) -> object:
+    # The one type our values may hold that msgspec does not write itself: a read-only view.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+# Non-finite floats are written as null by msgspec itself; lone surrogates raise (below).
+_encode = msgspec.json.Encoder(enc_hook=_mapping_as_dict).encode
+
+
+def encode(msg: ServerMessage | Snapshot) -> bytes:
+    """Encode a server message as one UTF-8 JSON text frame, ``type`` first, then ``seq``."""
+    return dump_json(msg)
+
+
+def to_wire(msg: ServerMessage | TurnView) -> dict[str, Any]:
+    """The JSON object of a message or a TURN object (PROTOCOL.md), as a dict."""
+    out: dict[str, Any] = msgspec.to_builtins(msg, enc_hook=_mapping_as_dict)
     return out
-
-
-def tool_call_delta_wire(call: ToolCallDelta) -> dict[str, Any]:
-    """A tool-call delta with only the fields that grew."""
-    out: dict[str, Any] = {"index": call.index}
-    if call.id is not None:
-        out["id"] = call.id
-    if call.name is not None:
-        out["name"] = call.name
-    if call.arguments is not None:
-        out["arguments"] = call.arguments
-    return out
-
-
-def choice_delta_wire(choice: ChoiceDelta) -> dict[str, Any]:
-    """A choice delta with only the fields that grew."""
-    out: dict[str, Any] = {"index": choice.index}
-    if choice.content is not None:
-        out["content"] = choice.content
-    if choice.reasoning is not None:
-        out["reasoning"] = choice.reasoning
-    if choice.refusal is not None:
-        out["refusal"] = choice.refusal
-    if choice.tool_calls:
-        out["tool_calls"] = [tool_call_delta_wire(c) for c in choice.tool_calls]
-    return out
-
-
-def _choice_view(choice: ChoiceView) -> dict[str, Any]:
-    return {
-        "index": choice.index,
-        "content": choice.content,
-        "reasoning": choice.reasoning,
-        "refusal": choice.refusal,
-        "tool_calls": [
-            {"index": c.index, "id": c.id, "name": c.name, "arguments": c.arguments}
-            for c in choice.tool_calls
-        ],
-        "finish_reason": choice.finish_reason,
-    }
-
-
-def turn_view_wire(turn: TurnView) -> dict[str, Any]:
-    """The TURN object of PROTOCOL.md (snapshots and ``GET /api/rooms/{room}``)."""
-    return {
-        "id": turn.id,
-        "status": turn.status,
-        "prompt": turn.prompt,
-        "model": turn.model,
-        "started_at": turn.started_at,
-        "ended_at": turn.ended_at,
-        "choices": [_choice_view(c) for c in turn.choices],
-        "usage": None if turn.usage is None else dict(turn.usage),
-        "error": _error(turn.error),
-    }
-
-
-def snapshot_wire(snap: Snapshot) -> dict[str, Any]:
-    """The snapshot object (also the body of ``GET /api/rooms/{room}``)."""
-    return {
-        "type": snap.type,
-        "room": snap.room,
-        "epoch": snap.epoch,
-        "seq": snap.seq,
-        "turns": [turn_view_wire(t) for t in snap.turns],
-    }
-
-
-def to_wire(msg: ServerMessage) -> dict[str, Any]:
-    """The JSON object of a server message, keys in the order PROTOCOL.md shows."""
-    if isinstance(msg, Delta):
-        out: dict[str, Any] = {"type": msg.type, "seq": msg.seq}
-        if msg.first_seq is not None and msg.first_seq != msg.seq:
-            out["first_seq"] = msg.first_seq
-        out["turn"] = msg.turn
-        out["choices"] = [choice_delta_wire(c) for c in msg.choices]
-        return out
-    if isinstance(msg, TurnStart):
-        return {
-            "type": msg.type,
-            "seq": msg.seq,
-            "turn": msg.turn,
-            "prompt": msg.prompt,
-            "model": msg.model,
-            "started_at": msg.started_at,
-        }
-    if isinstance(msg, TurnEnd):
-        return {
-            "type": msg.type,
-            "seq": msg.seq,
-            "turn": msg.turn,
-            "status": msg.status,
-            "choices": [{"index": c.index, "finish_reason": c.finish_reason} for c in msg.choices],
-            "usage": None if msg.usage is None else dict(msg.usage),
-            "error": _error(msg.error),
-        }
-    if isinstance(msg, Welcome):
-        return {
-            "type": msg.type,
-            "room": msg.room,
-            "epoch": msg.epoch,
-            "seq": msg.seq,
-            "role": msg.role,
-            "recovered": msg.recovered,
-            "viewers": msg.viewers,
-        }
-    if isinstance(msg, Snapshot):
-        return snapshot_wire(msg)
-    if isinstance(msg, Presence):
-        return {"type": msg.type, "viewers": msg.viewers}
-    return {
-        "type": msg.type,
-        "code": msg.code,
-        "message": msg.message,
-        "temporary": msg.temporary,
-        "retry_after_ms": msg.retry_after_ms,
-        "ref": msg.ref,
-    }
-
-
-def encode(msg: ServerMessage) -> bytes:
-    """Encode a server message as one UTF-8 JSON text frame."""
-    return dump_json(to_wire(msg))
 
 
 def dump_json(obj: object) -> bytes:
     """Compact UTF-8 JSON, the one serialiser of the wire; it never fails on our own values.
 
     Client text is checked at the edge and upstream text is repaired as it arrives, so the
-    first attempt is the one that runs. Should a lone surrogate or a non-finite number still
-    reach here, it is written as U+FFFD or null instead of raising: a room's state change and
-    the encoding of its event must succeed together (ARCHITECTURE.md, "Two rules").
+    first attempt is the one that runs. Should a lone surrogate still reach here, it is
+    written as U+FFFD instead of raising (and a non-finite number is always null): a room's
+    state change and the encoding of its event must succeed together (ARCHITECTURE.md,
+    "Two rules").
     """
     try:
-        return _dumps(obj).encode()
-    except (UnicodeEncodeError, ValueError):
-        return _dumps(wire_safe(obj)).encode()
+        return _encode(obj)
+    except UnicodeEncodeError:
+        return _encode(wire_safe(msgspec.to_builtins(obj, enc_hook=_mapping_as_dict)))
 
 
 def wire_safe(obj: object) -> object:
@@ -201,16 +87,45 @@ def wire_safe(obj: object) -> object:
     return obj
 
 
-# --- decoding ---------------------------------------------------------------------------
+# --- what brokers carry -----------------------------------------------------------------
 
 
-def _optional_str(obj: Mapping[str, Any], key: str, ref: str | None) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ClientError(ErrorCode.BAD_REQUEST, f"'{key}' must be a string", ref=ref)
-    return value
+class StoredTurn(msgspec.Struct, frozen=True):
+    """An ended turn as a broker keeps it: its TURN object and whether the tap started it."""
+
+    kind: TurnKind
+    turn: TurnView
+
+
+_event_decoder = msgspec.json.Decoder(SequencedEvent)
+_turn_decoder = msgspec.json.Decoder(StoredTurn)
+
+
+def decode_event(data: bytes) -> SequencedEvent:
+    """A ``turn.start``, ``delta`` or ``turn.end`` frame as ``encode`` wrote it.
+
+    Raises:
+        ValueError: for anything else (msgspec's errors are ValueErrors).
+    """
+    return _event_decoder.decode(data)
+
+
+def stored_turn(view: TurnView, kind: TurnKind) -> bytes:
+    """An ended turn as a broker keeps it."""
+    return dump_json(StoredTurn(kind, view))
+
+
+def turn_from_store(data: bytes) -> tuple[TurnView, TurnKind]:
+    """Read back what ``stored_turn`` wrote.
+
+    Raises:
+        ValueError: for any other shape.
+    """
+    stored = _turn_decoder.decode(data)
+    return stored.turn, stored.kind
+
+
+# --- client frames ----------------------------------------------------------------------
 
 
 def _ref_of(obj: Mapping[str, Any]) -> str | None:
@@ -221,51 +136,58 @@ def _ref_of(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+_MISSING = re.compile(r"^Object missing required field `([^`]*)`")
+
+
+def _shape_error(exc: msgspec.ValidationError, ref: str | None) -> ClientError:
+    """A type error as a message naming the field: "'content': expected `str`, got `int`"."""
+    text = str(exc)
+    missing = _MISSING.match(text)
+    if missing is not None:
+        return ClientError(ErrorCode.BAD_REQUEST, f"'{missing.group(1)}' is missing", ref=ref)
+    what, _, where = text.partition(" - at `$")
+    what = what[:1].lower() + what[1:]
+    field = where.strip("`.")
+    return ClientError(ErrorCode.BAD_REQUEST, f"'{field}': {what}" if field else what, ref=ref)
+
+
+def _convert(obj: Mapping[str, Any], kind: object, ref: str | None) -> Any:
+    try:
+        return msgspec.convert(obj, kind)
+    except msgspec.ValidationError as exc:
+        raise _shape_error(exc, ref) from exc
+
+
+def _checked_prompt(prompt: PromptRequest, ref: str | None, max_prompt_chars: int) -> PromptRequest:
+    """What the types alone do not say: lengths, blank strings, the options' rules."""
+    if prompt.id is not None and not 0 < len(prompt.id) <= MAX_ID_CHARS:
+        raise ClientError(
+            ErrorCode.BAD_REQUEST, f"'id' must be 1-{MAX_ID_CHARS} characters", ref=ref
+        )
+    if not prompt.content.strip():
+        raise ClientError(ErrorCode.BAD_REQUEST, "'content' is empty", ref=ref)
+    if max_prompt_chars and len(prompt.content) > max_prompt_chars:
+        raise ClientError(
+            ErrorCode.TOO_LARGE, f"'content' is over {max_prompt_chars} characters", ref=ref
+        )
+    if prompt.model is not None and not prompt.model.strip():
+        raise ClientError(ErrorCode.BAD_REQUEST, "'model' is empty", ref=ref)
+    if prompt.options is None:
+        return prompt
+    options = MappingProxyType(validate_options(prompt.options, ref=ref))
+    return msgspec.structs.replace(prompt, options=options)
+
+
 def parse_prompt(obj: Mapping[str, Any], *, max_prompt_chars: int) -> PromptRequest:
-    """Validate a prompt object (a WebSocket frame or a POST body).
+    """Validate a prompt object (a WebSocket frame or a POST body, whose ``type`` is ignored).
 
     Raises:
         ClientError: ``bad_request`` for a wrong field, ``too_large`` for an oversized prompt.
     """
     ref = _ref_of(obj)
-    prompt_id = _optional_str(obj, "id", ref)
-    if prompt_id is not None and not 0 < len(prompt_id) <= MAX_ID_CHARS:
-        raise ClientError(
-            ErrorCode.BAD_REQUEST, f"'id' must be 1-{MAX_ID_CHARS} characters", ref=ref
-        )
-    content = obj.get("content")
-    if not isinstance(content, str):
-        raise ClientError(ErrorCode.BAD_REQUEST, "'content' must be a string", ref=ref)
-    if not content.strip():
-        raise ClientError(ErrorCode.BAD_REQUEST, "'content' is empty", ref=ref)
-    if max_prompt_chars and len(content) > max_prompt_chars:
-        raise ClientError(
-            ErrorCode.TOO_LARGE, f"'content' is over {max_prompt_chars} characters", ref=ref
-        )
-    model = _optional_str(obj, "model", ref)
-    if model is not None and not model.strip():
-        raise ClientError(ErrorCode.BAD_REQUEST, "'model' is empty", ref=ref)
-    raw_options = obj.get("options")
-    options: Mapping[str, object] | None = None
-    if raw_options is not None:
-        if not isinstance(raw_options, dict):
-            raise ClientError(ErrorCode.BAD_REQUEST, "'options' must be an object", ref=ref)
-        options = MappingProxyType(validate_options(raw_options, ref=ref))
-    return PromptRequest(content=content, id=prompt_id, model=model, options=options)
-
-
-def parse_cancel(obj: Mapping[str, Any]) -> CancelRequest:
-    """Validate a cancel frame.
-
-    Raises:
-        ClientError: ``bad_request`` when ``turn`` is missing or not a string.
-    """
-    ref = _ref_of(obj)
-    cancel_id = _optional_str(obj, "id", ref)
-    turn = obj.get("turn")
-    if not isinstance(turn, str) or not turn:
-        raise ClientError(ErrorCode.BAD_REQUEST, "'turn' must be a non-empty string", ref=ref)
-    return CancelRequest(turn=turn, id=cancel_id)
+    body = {k: v for k, v in obj.items() if k != "type"}
+    prompt: PromptRequest = _convert(body, PromptRequest, ref)
+    return _checked_prompt(prompt, ref, max_prompt_chars)
 
 
 def load_json_object(text: str | bytes) -> dict[str, Any]:
@@ -302,10 +224,17 @@ def decode_client_frame(text: str, *, max_prompt_chars: int) -> ClientMessage:
         ClientError: ``bad_request`` (or ``too_large``) with ``ref`` when the frame had an id.
     """
     obj = load_json_object(text)
-    check_client_value(obj, ref=_ref_of(obj))
+    ref = _ref_of(obj)
+    check_client_value(obj, ref=ref)
     kind = obj.get("type")
-    if kind == "prompt":
-        return parse_prompt(obj, max_prompt_chars=max_prompt_chars)
-    if kind == "cancel":
-        return parse_cancel(obj)
-    raise ClientError(ErrorCode.BAD_REQUEST, f"unknown frame type {kind!r:.40}", ref=_ref_of(obj))
+    if not isinstance(kind, str) or kind not in _CLIENT_TYPES:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"unknown frame type {kind!r:.40}", ref=ref)
+    msg: ClientMessage = _convert(obj, ClientMessage, ref)
+    if isinstance(msg, CancelRequest):
+        if not msg.turn:
+            raise ClientError(ErrorCode.BAD_REQUEST, "'turn' is empty", ref=ref)
+        return msg
+    return _checked_prompt(msg, ref, max_prompt_chars)
+
+
+_CLIENT_TYPES = frozenset(t.__struct_config__.tag for t in (PromptRequest, CancelRequest))

@@ -1,23 +1,36 @@
-"""Protocol messages as frozen, slotted dataclasses (PROTOCOL.md, "WebSocket").
+"""Protocol messages as frozen structs (PROTOCOL.md, "WebSocket"): the one spelling of the wire.
 
-Every message names its wire ``type`` as a class-level literal; ``codec`` turns them into
-bytes once. Raw dicts never travel past the codec, except the upstream's ``usage`` object,
+Each message's fields are written once, here, in the order PROTOCOL.md shows them; ``codec``
+encodes and decodes them from these definitions (msgspec), and the wire ``type`` of a message
+is its struct tag. Fields with a default are left out of the frame while they hold it (a
+delta carries only the strings that grew), except in ``ErrorFrame``, whose every member is
+always sent. Raw dicts never travel past the codec, except the upstream's ``usage`` object,
 which is passed through as the provider reported it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, Literal
+
+from msgspec import UNSET, Struct, UnsetType
+from msgspec.structs import force_setattr
 
 TurnStatus = Literal["streaming", "completed", "cancelled", "failed", "truncated"]
 Role = Literal["viewer", "publisher", "admin"]
-Usage = Mapping[str, object]
+TurnKind = Literal["room", "tap"]  # started by a room's prompt, or watched through the tap
+Usage = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
+class _Part(Struct, frozen=True, omit_defaults=True):
+    """A part of a message: fields at their default are not written."""
+
+
+class _Message(Struct, frozen=True, tag_field="type", omit_defaults=True):
+    """A frame: its wire ``type`` is the struct's tag, written first."""
+
+
+class ToolCallDelta(_Part, frozen=True):
     """What grew in one tool call: ``arguments`` appends, ``id`` and ``name`` are set once."""
 
     index: int
@@ -26,8 +39,7 @@ class ToolCallDelta:
     arguments: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ChoiceDelta:
+class ChoiceDelta(_Part, frozen=True):
     """What grew in one choice; fields that did not grow are None (or empty)."""
 
     index: int
@@ -37,8 +49,7 @@ class ChoiceDelta:
     tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCallView:
+class ToolCallView(_Part, frozen=True):
     """A tool call as accumulated so far."""
 
     index: int
@@ -47,8 +58,7 @@ class ToolCallView:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
-class ChoiceView:
+class ChoiceView(_Part, frozen=True):
     """A choice as accumulated so far."""
 
     index: int
@@ -59,18 +69,26 @@ class ChoiceView:
     finish_reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """Why a turn failed, with no secrets in it; ``temporary`` when trying later may work."""
+class ErrorInfo(_Part, frozen=True):
+    """Why a turn failed, with no secrets in it; ``temporary`` when trying later may work.
+
+    A temporary error carries ``retry_after_ms`` too, null when unknown; another error carries
+    only ``code`` and ``message`` (docs/protocol.md, "turn.end error extension"), so
+    ``retry_after_ms`` stays unset unless ``temporary`` is set with it.
+    """
 
     code: str
     message: str
     temporary: bool = False
-    retry_after_ms: int | None = None
+    retry_after_ms: int | UnsetType | None = UNSET
 
 
-@dataclass(frozen=True, slots=True)
-class TurnView:
+def temporary_error(code: str, message: str, retry_after_ms: int | None) -> ErrorInfo:
+    """An error that may pass, with how long to wait (None when the upstream did not say)."""
+    return ErrorInfo(code, message, temporary=True, retry_after_ms=retry_after_ms)
+
+
+class TurnView(_Part, frozen=True):
     """A turn inside a snapshot: everything needed to redraw it."""
 
     id: str
@@ -84,8 +102,7 @@ class TurnView:
     error: ErrorInfo | None
 
 
-@dataclass(frozen=True, slots=True)
-class ChoiceEnd:
+class ChoiceEnd(_Part, frozen=True):
     """A choice's finish reason, as carried by ``turn.end``."""
 
     index: int
@@ -95,11 +112,9 @@ class ChoiceEnd:
 # --- server to client -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Welcome:
+class Welcome(_Message, frozen=True, tag="welcome"):
     """First frame of every connection."""
 
-    type: ClassVar[Literal["welcome"]] = "welcome"
     room: str
     epoch: str
     seq: int
@@ -108,22 +123,18 @@ class Welcome:
     viewers: int
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(_Message, frozen=True, tag="snapshot"):
     """The room's newest turns at ``seq``."""
 
-    type: ClassVar[Literal["snapshot"]] = "snapshot"
     room: str
     epoch: str
     seq: int
     turns: tuple[TurnView, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class TurnStart:
+class TurnStart(_Message, frozen=True, tag="turn.start"):
     """A turn began streaming."""
 
-    type: ClassVar[Literal["turn.start"]] = "turn.start"
     seq: int
     turn: str
     prompt: str
@@ -131,22 +142,23 @@ class TurnStart:
     started_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Delta:
+class Delta(_Message, frozen=True, tag="delta", kw_only=True):
     """Strings that grew; ``first_seq`` is set when it merges ``first_seq..seq``."""
 
-    type: ClassVar[Literal["delta"]] = "delta"
     seq: int
+    first_seq: int | None = None
     turn: str
     choices: tuple[ChoiceDelta, ...]
-    first_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        # A delta that merges nothing but itself does not say so (PROTOCOL.md).
+        if self.first_seq == self.seq:
+            force_setattr(self, "first_seq", None)
 
 
-@dataclass(frozen=True, slots=True)
-class TurnEnd:
+class TurnEnd(_Message, frozen=True, tag="turn.end"):
     """A turn ended; carries no text."""
 
-    type: ClassVar[Literal["turn.end"]] = "turn.end"
     seq: int
     turn: str
     status: TurnStatus
@@ -155,19 +167,15 @@ class TurnEnd:
     error: ErrorInfo | None
 
 
-@dataclass(frozen=True, slots=True)
-class Presence:
+class Presence(_Message, frozen=True, tag="presence"):
     """The room's viewer count changed."""
 
-    type: ClassVar[Literal["presence"]] = "presence"
     viewers: int
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorFrame:
+class ErrorFrame(_Message, frozen=True, tag="error", omit_defaults=False):
     """A client frame could not be honoured."""
 
-    type: ClassVar[Literal["error"]] = "error"
     code: str
     message: str
     temporary: bool = False
@@ -182,22 +190,18 @@ ServerMessage = Welcome | Snapshot | TurnStart | Delta | TurnEnd | Presence | Er
 # --- client to server -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PromptRequest:
+class PromptRequest(_Message, frozen=True, tag="prompt"):
     """Start a turn (WebSocket ``prompt`` frame or ``POST .../prompts`` body)."""
 
-    type: ClassVar[Literal["prompt"]] = "prompt"
     content: str
     id: str | None = None
     model: str | None = None
-    options: Mapping[str, object] | None = None
+    options: Mapping[str, Any] | None = None  # read-only once checked
 
 
-@dataclass(frozen=True, slots=True)
-class CancelRequest:
+class CancelRequest(_Message, frozen=True, tag="cancel"):
     """Cancel a streaming turn."""
 
-    type: ClassVar[Literal["cancel"]] = "cancel"
     turn: str
     id: str | None = None
 

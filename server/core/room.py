@@ -10,7 +10,6 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from .accumulator import ChunkAccumulator, error_info
 from .codes import ErrorCode
@@ -26,6 +25,7 @@ from .messages import (
     Snapshot,
     ToolCallDelta,
     TurnEnd,
+    TurnKind,
     TurnStart,
     TurnStatus,
     TurnView,
@@ -33,7 +33,6 @@ from .messages import (
 from .sse import SSEEvent
 from .types import RoomName, TurnId
 
-TurnKind = Literal["room", "tap"]
 ChatMessage = dict[str, str]
 
 # Idempotency keys are kept while their turn is retained or in the log, within this cap.
@@ -518,7 +517,7 @@ class RoomState:
             start = TurnStart(start_seq, live.id, live.prompt, live.model, live.started_at)
             events.append((start, live.kind))
             if start_seq < self.seq:
-                events.append((Delta(self.seq, live.id, grown), live.kind))
+                events.append((Delta(seq=self.seq, turn=live.id, choices=grown), live.kind))
         return StoredRoom(self.seq, self.turn_count, ended, events, now)
 
     def turn_kind(self, turn_id: TurnId) -> TurnKind:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from server.core.codec import load_client_object, parse_prompt, snapshot_wire
+from server.core.codec import encode, load_client_object, parse_prompt
 from server.core.codes import ErrorCode
 from server.core.errors import ClientError
 from server.core.types import parse_room_name
@@ -67,7 +67,7 @@ async def room_snapshot(request: web.Request) -> web.Response:
     caller = guard(request, request.app[CONFIG], name, "view")
     enter_room(hub, request.app[ROOM_BUDGET], name, caller.principal)
     room = await hub.open(name)
-    return web.json_response(snapshot_wire(room.state.snapshot()))
+    return web.Response(body=encode(room.state.snapshot()), content_type="application/json")
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from server.broker.memory import MemoryBroker, MemoryStore
 from server.config import RoomsConfig
 from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError, broker_unavailable, turn_in_progress
-from server.core.messages import PromptRequest, TurnEnd
+from server.core.messages import PromptRequest, TurnEnd, TurnKind
 from server.core.replica_rules import Input
-from server.core.room import RoomLimits, RoomState, TurnKind, TurnStarted
+from server.core.room import RoomLimits, RoomState, TurnStarted
 from server.core.types import RoomName, TurnId
 from server.rooms.replicas import WAIT_SECONDS, NotYet, Replicas
 from server.rooms.room import Room, TurnLost

@@ -16,12 +16,11 @@ import time
 from collections.abc import Iterable, Mapping
 
 from server.broker.base import Broker, BrokerUnavailable, Loaded, Record, Seed
-from server.core.codec import encode
-from server.core.messages import SequencedEvent, TurnEnd
+from server.core.codec import decode_event, encode, stored_turn, turn_from_store
+from server.core.messages import SequencedEvent, TurnEnd, TurnKind
 from server.core.replica_rules import Action, Input, heard, store_empty
-from server.core.room import RoomLimits, RoomState, StoredRoom, TurnKind
+from server.core.room import RoomLimits, RoomState, StoredRoom
 from server.core.types import RoomName
-from server.core.wire_events import event_from_wire, load_object, stored_turn, turn_from_store
 from server.rooms.room import Room
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class Replicas:
             if record.seq <= state.seq:
                 continue
             try:
-                event = event_from_wire(load_object(record.data))
+                event = decode_event(record.data)
                 state.apply(event, time.time(), record.kind)
             except ValueError as exc:
                 log.warning("room %s: unreadable record %d: %s", state.name, record.seq, exc)
@@ -170,7 +169,7 @@ class Replicas:
         encoded: dict[int, bytes] = {}
         for record in loaded.records:
             try:
-                events.append((event_from_wire(load_object(record.data)), record.kind))
+                events.append((decode_event(record.data), record.kind))
             except ValueError as exc:
                 log.warning("room %s: unreadable record %d: %s", old.name, record.seq, exc)
                 events.clear()  # keep only what follows it: the log must be consecutive

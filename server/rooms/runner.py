@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from server.core.codes import ErrorCode
 from server.core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
-from server.core.messages import ErrorInfo, SequencedEvent, TurnEnd
+from server.core.messages import ErrorInfo, SequencedEvent, TurnEnd, temporary_error
 from server.core.retry import RetryPolicy, is_temporary, retry_delay
 from server.core.sse import LineTooLong, SSEDecoder, SSEEvent
 from server.core.types import TurnId
@@ -189,9 +189,10 @@ class TurnRunner:
     ) -> None:
         if listener is not None:
             listener.on_error(exc)
-        temporary = is_temporary(exc.status, exc.code)
-        info = ErrorInfo(
-            exc.code, exc.message, temporary, exc.retry_after_ms if temporary else None
+        info = (
+            temporary_error(exc.code, exc.message, exc.retry_after_ms)
+            if is_temporary(exc.status, exc.code)
+            else ErrorInfo(exc.code, exc.message)
         )
         await self._end(room, room.state.fail(turn_id, info, time.time()))
 

@@ -16,13 +16,12 @@ import time
 from collections.abc import Sequence
 
 from server.broker.base import Broker, BrokerUnavailable, Fenced, Record
-from server.core.codec import encode
+from server.core.codec import encode, stored_turn
 from server.core.errors import turn_in_progress
 from server.core.messages import PromptRequest, SequencedEvent, TurnEnd, TurnStart
 from server.core.replica_rules import CLAIM_INPUTS, Action, Input
 from server.core.room import TurnStarted
 from server.core.types import TurnId
-from server.core.wire_events import stored_turn
 from server.rooms.replicas import Replicas
 from server.rooms.room import Room, TurnLost
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -13,9 +14,8 @@ from server.core.codec import (
     dump_json,
     encode,
     load_json_object,
-    parse_cancel,
     parse_prompt,
-    snapshot_wire,
+    to_wire,
 )
 from server.core.errors import ClientError
 from server.core.messages import (
@@ -197,15 +197,16 @@ def test_encode_gives_exact_bytes(msg: ServerMessage, wire: str) -> None:
     assert encode(msg) == wire.encode()
 
 
-def test_snapshot_wire_is_the_snapshot_object() -> None:
-    """snapshot_wire() is the object that encode() serialises for a Snapshot."""
+def test_to_wire_is_the_object_encode_serialises() -> None:
+    """to_wire() is the object that encode() serialises, its type first."""
     snap = Snapshot(room="r", epoch="e", seq=0, turns=())
-    assert snapshot_wire(snap) == {
+    assert encode(snap) == json.dumps(to_wire(snap), separators=(",", ":")).encode()
+    assert to_wire(snap) == {
         "type": "snapshot",
         "room": "r",
         "epoch": "e",
         "seq": 0,
-        "turns": [],
+        "turns": (),
     }
 
 
@@ -224,6 +225,7 @@ def test_dump_json_is_compact_utf8_and_never_writes_invalid_json() -> None:
         ("\udc00\ud83d", '"\ufffd\ufffd"'),
         ("\U0001f600", '"\U0001f600"'),
         ({"k\ud800": ("v", 2)}, '{"k\ufffd":["v",2]}'),
+        ({"k\ud800": [float("inf"), 1.5]}, '{"k\ufffd":[null,1.5]}'),
         (None, "null"),
     ],
 )
@@ -306,6 +308,8 @@ BAD_FRAMES: dict[str, tuple[str, str, str | None, str]] = {
     "no-type": (frame(content="hi", id="r1"), "bad_request", "r1", "None"),
     "unknown-type": (frame(type="chat", id="r2"), "bad_request", "r2", "'chat'"),
     "type-not-string": (frame(type=1), "bad_request", None, "type"),
+    "type-list": (frame(type=[]), "bad_request", None, "type"),
+    "type-object": (frame(type={}), "bad_request", None, "type"),
     "content-missing": (frame(type="prompt", id="r3"), "bad_request", "r3", "content"),
     "content-number": (frame(type="prompt", content=1, id="r4"), "bad_request", "r4", "content"),
     "content-blank": (frame(type="prompt", content=" \n", id="r5"), "bad_request", "r5", "empty"),
@@ -376,9 +380,9 @@ def test_unknown_type_message_is_bounded() -> None:
 
 
 def test_parse_prompt_and_cancel_take_objects() -> None:
-    """parse_prompt/parse_cancel work on already parsed objects (POST bodies)."""
+    """parse_prompt works on already parsed objects (POST bodies), whatever their type."""
     assert parse_prompt({"content": "hi"}, max_prompt_chars=0) == PromptRequest("hi")
-    assert parse_cancel({"turn": "t"}) == CancelRequest("t")
+    assert parse_prompt({"type": 5, "content": "hi"}, max_prompt_chars=0) == PromptRequest("hi")
 
 
 @pytest.mark.parametrize(
@@ -401,12 +405,22 @@ def test_load_json_object_refuses_the_rest(text: str | bytes) -> None:
 
 def test_temporary_turn_errors_carry_retry_after() -> None:
     """A temporary failure's error object adds temporary and retry_after_ms to code/message."""
-    from server.core.messages import ErrorInfo, TurnEnd
+    from server.core.messages import ErrorInfo, TurnEnd, temporary_error
 
     end = TurnEnd(9, "t1", "failed", (), None, ErrorInfo("rate_limit_exceeded", "slow", True, 2000))
     assert encode(end).endswith(
         b'"error":{"code":"rate_limit_exceeded","message":"slow","temporary":true,'
         b'"retry_after_ms":2000}}'
     )
+    unknown = TurnEnd(9, "t1", "failed", (), None, temporary_error("overloaded", "busy", None))
+    assert encode(unknown).endswith(b'"temporary":true,"retry_after_ms":null}}')
     final = TurnEnd(9, "t1", "failed", (), None, ErrorInfo("invalid_api_key", "no"))
     assert encode(final).endswith(b'"error":{"code":"invalid_api_key","message":"no"}}')
+
+
+def test_read_only_mappings_are_written_as_objects() -> None:
+    """A read-only view (prompt options) encodes like a dict; other foreign objects raise."""
+    options = MappingProxyType({"temperature": 0.5})
+    assert dump_json({"options": options}) == b'{"options":{"temperature":0.5}}'
+    with pytest.raises(TypeError, match="cannot encode"):
+        dump_json({"a": object()})

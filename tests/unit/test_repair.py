@@ -9,7 +9,7 @@ import pytest
 
 from server.core.accumulator import ChunkAccumulator, error_info
 from server.core.codec import to_wire
-from server.core.messages import ChoiceDelta, ErrorInfo, PromptRequest, ToolCallDelta
+from server.core.messages import ChoiceDelta, ErrorInfo, PromptRequest, ToolCallDelta, TurnEnd
 from server.core.repair import REPLACEMENT, load_json, repair_json, repair_text
 from server.core.room import RoomState
 from server.core.sse import SSEEvent
@@ -187,7 +187,7 @@ def test_the_room_repairs_chunks_and_the_turn_encodes(data: str, status: str, re
     """A room takes repaired chunks: every event encodes; the turn's repairs are readable."""
     state = room_with_turn()
     events = state.feed_many(TurnId("t1"), [sse(data), sse("[DONE]")], 2.0)
-    assert events[-1].type == "turn.end"
+    assert isinstance(events[-1], TurnEnd)
     assert events[-1].status == status
     for event in events:
         strict_json(to_wire(event))

@@ -10,9 +10,10 @@ import dataclasses
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
-from server.core.codec import encode, turn_view_wire
+from server.core.codec import decode_event, encode, stored_turn, to_wire, turn_from_store
 from server.core.errors import ClientError, broker_unavailable
 from server.core.messages import (
     ChoiceDelta,
@@ -23,17 +24,11 @@ from server.core.messages import (
     Snapshot,
     ToolCallDelta,
     TurnEnd,
+    TurnKind,
     TurnStart,
 )
-from server.core.room import RoomState, StoredRoom, TurnKind
+from server.core.room import RoomState, StoredRoom
 from server.core.types import RoomName, TurnId
-from server.core.wire_events import (
-    event_from_wire,
-    load_object,
-    stored_turn,
-    turn_from_store,
-    turn_view_from_wire,
-)
 from tests.unit.room_helpers import DONE, feed, make_room, sse, start, text
 
 TOOL = sse(
@@ -84,7 +79,7 @@ def producer() -> tuple[RoomState, list[tuple[SequencedEvent, TurnKind]]]:
 
 
 def without_end_times(snapshot: Snapshot) -> list[Any]:
-    return [dataclasses.replace(t, ended_at=None) for t in snapshot.turns]
+    return [msgspec.structs.replace(t, ended_at=None) for t in snapshot.turns]
 
 
 def test_events_survive_the_wire() -> None:
@@ -101,7 +96,7 @@ def test_events_survive_the_wire() -> None:
         ),
     ]
     for event in [e for e, _ in events] + odd:
-        assert event_from_wire(load_object(encode(event))) == event
+        assert decode_event(encode(event)) == event
 
 
 def test_a_replica_fed_the_events_has_the_same_snapshot() -> None:
@@ -109,7 +104,7 @@ def test_a_replica_fed_the_events_has_the_same_snapshot() -> None:
     room, events = producer()
     replica = RoomState(RoomName("r"), "e1")
     for event, kind in events:
-        replica.apply(event_from_wire(load_object(encode(event))), 99.0, kind)
+        replica.apply(decode_event(encode(event)), 99.0, kind)
     assert replica.seq == room.seq
     assert replica.streaming_turn == "t3"
     assert replica.turn_count == 3
@@ -125,7 +120,7 @@ def test_apply_refuses_a_gap_and_ignores_turns_it_does_not_stream() -> None:
     replica = RoomState(RoomName("r"), "e1")
     with pytest.raises(ValueError, match="expected seq 1"):
         replica.apply(TurnStart(2, "t1", "p", "m", 1.0), 1.0)
-    replica.apply(Delta(1, "t0", (ChoiceDelta(0, content="x"),)), 1.0)
+    replica.apply(Delta(seq=1, turn="t0", choices=(ChoiceDelta(0, content="x"),)), 1.0)
     replica.apply(TurnEnd(2, "t0", "completed", (), None, None), 1.0)
     replica.apply(TurnStart(3, "t1", "p", "m", 1.0), 1.0)
     replica.apply(TurnStart(4, "t1", "p", "m", 1.0), 1.0)  # a repeated start changes nothing
@@ -207,21 +202,24 @@ BAD_EVENTS: list[Any] = [
 
 @pytest.mark.parametrize("obj", BAD_EVENTS)
 def test_malformed_events_are_refused(obj: Any) -> None:
-    with pytest.raises(ValueError, match=r"expected|unexpected|unknown|not a sequenced"):
-        event_from_wire(obj)
+    with pytest.raises(ValueError, match=r"Expected|Invalid|missing required"):
+        decode_event(json.dumps(obj).encode())
 
 
 def test_malformed_stored_turns_are_refused() -> None:
     room, _ = producer()
-    good = turn_view_wire(room.snapshot().turns[0])
-    assert turn_view_from_wire(good) == room.snapshot().turns[0]
+    good = to_wire(room.snapshot().turns[0])
+    assert turn_from_store(json.dumps({"kind": "tap", "turn": good}).encode()) == (
+        room.snapshot().turns[0],
+        "tap",
+    )
     for data in (
         b"[1]",
         json.dumps({"kind": "other", "turn": good}).encode(),
         json.dumps({"kind": "room", "turn": [good]}).encode(),
         json.dumps({"kind": "room", "turn": {**good, "choices": [{"index": 0}]}}).encode(),
     ):
-        with pytest.raises(ValueError, match=r"expected|unexpected|unknown"):
+        with pytest.raises(ValueError, match=r"Expected|Invalid|missing required"):
             turn_from_store(data)
 
 
@@ -229,10 +227,9 @@ def test_tool_call_names_arrive_before_their_arguments() -> None:
     """A delta may set a call's id and name with no arguments yet; later ones append."""
     replica = RoomState(RoomName("r"), "e1")
     replica.apply(TurnStart(1, "t1", "p", "m", 1.0), 1.0)
-    replica.apply(Delta(2, "t1", (ChoiceDelta(0, tool_calls=(ToolCallDelta(0, "c", "f"),)),)), 1.0)
-    replica.apply(
-        Delta(3, "t1", (ChoiceDelta(0, tool_calls=(ToolCallDelta(0, "x", "y", "{}"),)),)), 1.0
-    )
+    for seq, grew in enumerate((ToolCallDelta(0, "c", "f"), ToolCallDelta(0, "x", "y", "{}")), 2):
+        delta = Delta(seq=seq, turn="t1", choices=(ChoiceDelta(0, tool_calls=(grew,)),))
+        replica.apply(delta, 1.0)
     call = replica.snapshot().turns[0].choices[0].tool_calls[0]
     assert (call.id, call.name, call.arguments) == ("c", "f", "{}")
 

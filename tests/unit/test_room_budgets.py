@@ -13,6 +13,7 @@ from server.core.messages import (
     ToolCallDelta,
     ToolCallView,
     TurnEnd,
+    TurnKind,
     TurnStart,
     TurnView,
 )
@@ -20,7 +21,6 @@ from server.core.room import (
     EVENT_OVERHEAD,
     RoomLimits,
     StoredRoom,
-    TurnKind,
     event_size,
     text_size,
     turn_size,

@@ -22,7 +22,10 @@ MESSAGES: list[tuple[ServerMessage, bytes]] = [
     (Welcome("r", "ep", 3, "viewer", False, 1), b"event: welcome\n"),
     (Snapshot("r", "ep", 3, ()), b"event: snapshot\n"),
     (TurnStart(4, "t1", "line1\nline2", "m", 1.0), b"event: turn.start\nid: ep:4\n"),
-    (Delta(7, "t1", (ChoiceDelta(0, content="a\nb"),), first_seq=5), b"event: delta\nid: ep:7\n"),
+    (
+        Delta(seq=7, first_seq=5, turn="t1", choices=(ChoiceDelta(0, content="a\nb"),)),
+        b"event: delta\nid: ep:7\n",
+    ),
     (TurnEnd(8, "t1", "completed", (), None, None), b"event: turn.end\nid: ep:8\n"),
     (Presence(2), b"event: presence\n"),
     (ErrorFrame("bad_request", "no"), b"event: error\n"),
