@@ -70,6 +70,14 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnEnding:
+    """How an upstream event ended a turn: its status and, for ``failed``, why."""
+
+    status: TurnStatus
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TurnView:
     """A turn inside a snapshot: everything needed to redraw it."""
 
