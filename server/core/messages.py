@@ -88,6 +88,13 @@ def temporary_error(code: str, message: str, retry_after_ms: int | None) -> Erro
     return ErrorInfo(code, message, temporary=True, retry_after_ms=retry_after_ms)
 
 
+class TurnEnding(Struct, frozen=True):
+    """How an upstream event ended a turn: its status and, for ``failed``, why (not sent)."""
+
+    status: TurnStatus
+    error: ErrorInfo | None = None
+
+
 class TurnView(_Part, frozen=True):
     """A turn inside a snapshot: everything needed to redraw it."""
 

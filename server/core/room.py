@@ -11,7 +11,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .accumulator import ChunkAccumulator, error_info
 from .codes import ErrorCode
 from .errors import UPSTREAM_TIMEOUT_MESSAGE, ClientError, turn_in_progress
 from .merge import merge_choices
@@ -25,13 +24,15 @@ from .messages import (
     Snapshot,
     ToolCallDelta,
     TurnEnd,
+    TurnEnding,
     TurnKind,
     TurnStart,
     TurnStatus,
     TurnView,
 )
 from .sse import SSEEvent
-from .types import RoomName, TurnId
+from .turn import Turn
+from .types import RoomName, TurnId, UpstreamApi
 
 ChatMessage = dict[str, str]
 
@@ -115,57 +116,6 @@ class TurnStarted:
     event: TurnStart | None
 
 
-class _Turn:
-    __slots__ = (
-        "acc",
-        "ended_at",
-        "error",
-        "id",
-        "kind",
-        "model",
-        "prompt",
-        "seq",
-        "size",
-        "started_at",
-        "status",
-    )
-
-    def __init__(
-        self,
-        turn_id: TurnId,
-        request: PromptRequest,
-        model: str,
-        now: float,
-        kind: TurnKind,
-        seq: int,
-        secrets: tuple[str, ...],
-    ) -> None:
-        self.id = turn_id
-        self.prompt = request.content
-        self.model = model
-        self.kind = kind
-        self.seq = seq
-        self.started_at = now
-        self.ended_at: float | None = None
-        self.status: TurnStatus = "streaming"
-        self.error: ErrorInfo | None = None
-        self.acc = ChunkAccumulator(secrets)
-        self.size = 0  # measured once it has ended (``RoomState._keep``)
-
-    def view(self) -> TurnView:
-        return TurnView(
-            id=self.id,
-            status=self.status,
-            prompt=self.prompt,
-            model=self.model,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            choices=self.acc.views(),
-            usage=self.acc.usage,
-            error=self.error,
-        )
-
-
 class RoomState:
     """The sans-I/O state of one room on one epoch."""
 
@@ -186,8 +136,8 @@ class RoomState:
         self._log: deque[SequencedEvent] = deque()
         self._log_bytes = 0
         self._turn_bytes = 0  # of the ended turns kept
-        self._turns: OrderedDict[TurnId, _Turn] = OrderedDict()
-        self._streaming: _Turn | None = None
+        self._turns: OrderedDict[TurnId, Turn] = OrderedDict()
+        self._streaming: Turn | None = None
         self._prompt_ids: OrderedDict[str, tuple[TurnId, int]] = OrderedDict()
 
     # --- turns ---------------------------------------------------------------------------
@@ -210,8 +160,11 @@ class RoomState:
         model: str,
         now: float,
         kind: TurnKind = "room",
+        api: UpstreamApi = "chat",
     ) -> TurnStarted:
         """Start a turn, or return the one this prompt's id already started.
+
+        ``api`` is the API its upstream stream speaks: it picks how ``feed`` reads events.
 
         Raises:
             ClientError: ``turn_in_progress`` (temporary) while another turn streams.
@@ -227,7 +180,7 @@ class RoomState:
                 ErrorCode.TOO_LARGE, f"the prompt is over the history budget of {budget} bytes"
             )
         seq = self._next_seq()
-        turn = _Turn(turn_id, request, model, now, kind, seq, self._secrets)
+        turn = Turn(turn_id, request, model, now, kind, seq, self._secrets, api)
         self._turns[turn_id] = turn
         self._streaming = turn
         self.turn_count += 1
@@ -264,9 +217,9 @@ class RoomState:
         if turn is None or turn.id != turn_id:
             return []  # cancelled or ended already: late chunks change nothing
         grown: list[ChoiceDelta] = []
-        ending: tuple[TurnStatus, ErrorInfo | None] | None = None
+        ending: TurnEnding | None = None
         for sse in batch:
-            ending = self._take(turn, sse, grown)
+            ending = turn.take(sse, grown)
             if ending is not None:
                 break
             if relay is not None:
@@ -277,35 +230,15 @@ class RoomState:
             self._append(delta)
             out.append(delta)
         if ending is not None:
-            out.append(self._end(turn, ending[0], ending[1], now))
+            out.append(self._end(turn, ending.status, ending.error, now))
         return out
-
-    def _take(
-        self, turn: _Turn, sse: SSEEvent, grown: list[ChoiceDelta]
-    ) -> tuple[TurnStatus, ErrorInfo | None] | None:
-        """Feed one event to the turn's accumulator; how the turn ends, if this ends it."""
-        if sse.data.strip() == "[DONE]":
-            return self._natural_status(turn), None
-        try:
-            chunk = turn.acc.parse(sse.data)  # repaired, never refused: core/repair.py
-        except (ValueError, RecursionError):
-            return "failed", ErrorInfo(
-                ErrorCode.BAD_CHUNK, "the upstream sent a chunk that is not JSON"
-            )
-        if sse.event == "error" or not isinstance(chunk, dict):
-            raw = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
-            return "failed", error_info(raw, self._secrets)
-        grown.extend(turn.acc.feed(chunk))
-        if turn.acc.error is not None:
-            return "failed", turn.acc.error
-        return None
 
     def end_stream(self, turn_id: TurnId, now: float) -> TurnEnd | None:
         """The upstream body ended (or broke, or went idle): completed or truncated."""
         turn = self._streaming
         if turn is None or turn.id != turn_id:
             return None
-        return self._end(turn, self._natural_status(turn), None, now)
+        return self._end(turn, turn.natural_status(), None, now)
 
     def fail(self, turn_id: TurnId, error: ErrorInfo, now: float) -> TurnEnd | None:
         """The upstream failed (HTTP error, timeout before the stream): ``failed``."""
@@ -321,7 +254,7 @@ class RoomState:
         error = ErrorInfo(ErrorCode.UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT_MESSAGE)
         return self.fail(turn_id, error, now)
 
-    def check_cancel(self, turn_id: str) -> _Turn:
+    def check_cancel(self, turn_id: str) -> Turn:
         """The streaming turn ``turn_id``, which may be cancelled.
 
         Raises:
@@ -342,11 +275,7 @@ class RoomState:
         """
         return self._end(self.check_cancel(turn_id), "cancelled", None, now)
 
-    @staticmethod
-    def _natural_status(turn: _Turn) -> TurnStatus:
-        return "completed" if turn.acc.all_finished() else "truncated"
-
-    def _end(self, turn: _Turn, status: TurnStatus, error: ErrorInfo | None, now: float) -> TurnEnd:
+    def _end(self, turn: Turn, status: TurnStatus, error: ErrorInfo | None, now: float) -> TurnEnd:
         turn.status = status
         turn.error = error
         turn.ended_at = now
@@ -381,7 +310,7 @@ class RoomState:
         ):
             self._log_bytes -= event_size(self._log.popleft())
 
-    def _keep(self, turn: _Turn) -> None:
+    def _keep(self, turn: Turn) -> None:
         """An ended turn is kept: measure it, then forget the oldest turns over the limits.
 
         Past the byte budget the log gives way first (a resume then gets a snapshot), then
@@ -410,18 +339,27 @@ class RoomState:
 
     # --- replicas: events another instance made -------------------------------------------
 
-    def apply(self, event: SequencedEvent, now: float, kind: TurnKind = "room") -> None:
+    def apply(
+        self,
+        event: SequencedEvent,
+        now: float,
+        kind: TurnKind = "room",
+        api: UpstreamApi = "chat",
+    ) -> None:
         """Apply the next sequenced event of this epoch, made by another instance.
 
         A turn changes only while it streams: events of turns this replica restored as
-        ended (or never saw start) are only kept in the log, for resumes.
+        ended (or never saw start) are only kept in the log, for resumes. ``api`` is the API
+        of a turn a ``turn.start`` begins, should this replica read its upstream later.
 
         Raises:
             ValueError: when ``event.seq`` is not ``seq + 1``.
         """
-        self._apply(event, now, kind, start=True)
+        self._apply(event, now, kind, api, start=True)
 
-    def _apply(self, event: SequencedEvent, now: float, kind: TurnKind, *, start: bool) -> None:
+    def _apply(
+        self, event: SequencedEvent, now: float, kind: TurnKind, api: UpstreamApi, *, start: bool
+    ) -> None:
         if event.seq != self.seq + 1:
             raise ValueError(f"expected seq {self.seq + 1}, got {event.seq}")
         self.seq = event.seq
@@ -430,8 +368,15 @@ class RoomState:
             if start and TurnId(event.turn) not in self._turns:
                 request = PromptRequest(event.prompt)
                 turn_id = TurnId(event.turn)
-                fresh = _Turn(
-                    turn_id, request, event.model, event.started_at, kind, event.seq, self._secrets
+                fresh = Turn(
+                    turn_id,
+                    request,
+                    event.model,
+                    event.started_at,
+                    kind,
+                    event.seq,
+                    self._secrets,
+                    api,
                 )
                 self._turns[turn_id] = self._streaming = fresh
                 self.turn_count += 1
@@ -458,15 +403,17 @@ class RoomState:
         stored: StoredRoom,
         limits: RoomLimits | None = None,
         secrets: tuple[str, ...] = (),
+        api: UpstreamApi = "chat",
     ) -> RoomState:
         """A replica of a room from what a broker keeps: ended turns, then the newest events.
 
         ``stored.events`` are consecutive and end at ``stored.seq``; the ended turns come
         oldest first. A turn whose ``turn.start`` is no longer kept is not in the snapshot.
+        ``api`` is the API of the turn still streaming, if one is.
         """
         state = cls(name, epoch, limits, secrets)
         for view, kind in stored.ended:
-            turn = _Turn(
+            turn = Turn(
                 TurnId(view.id),
                 PromptRequest(view.prompt),
                 view.model,
@@ -486,7 +433,7 @@ class RoomState:
         # turn still streaming, so the order of turns stays the order they started in.
         ended = {e.turn for e, _ in stored.events if isinstance(e, TurnEnd)}
         for event, kind in stored.events:
-            state._apply(event, stored.now, kind, start=event.turn not in ended)
+            state._apply(event, stored.now, kind, api, start=event.turn not in ended)
         state.turn_count = stored.turn_count
         return state
 
@@ -543,6 +490,11 @@ class RoomState:
         """How many upstream values a retained turn's chunks needed repaired (core/repair.py)."""
         turn = self._turns.get(turn_id)
         return 0 if turn is None else turn.acc.repairs
+
+    def upstream_resume_point(self, turn_id: TurnId) -> tuple[str, int] | None:
+        """A retained Responses turn's response id and last sequence number, once both known."""
+        turn = self._turns.get(turn_id)
+        return None if turn is None else turn.resume_point()
 
     def resume(self, epoch: str, since: int) -> tuple[SequencedEvent, ...] | None:
         """Every event after ``since`` when all are retained on this epoch, else None."""

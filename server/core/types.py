@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import NewType
+from typing import Literal, NewType
 
 from .codes import ErrorCode
 from .errors import ClientError
@@ -11,6 +11,8 @@ from .errors import ClientError
 RoomName = NewType("RoomName", str)
 TurnId = NewType("TurnId", str)
 Seq = NewType("Seq", int)
+# Which OpenAI API a turn's upstream stream speaks: Chat Completions chunks or Responses events.
+UpstreamApi = Literal["chat", "responses"]
 
 # PROTOCOL.md, "Words": the room-name grammar.
 ROOM_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

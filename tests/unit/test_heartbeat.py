@@ -88,8 +88,15 @@ def test_discard_is_idempotent_and_forgets_the_connection() -> None:
     wheel: HeartbeatWheel[Pulse] = HeartbeatWheel(spokes=2)
     conn = Pulse()
     wheel.add(conn)
+    others = [Pulse() for _ in range(3)]
+    for other in others:
+        wheel.add(other)
+    assert sorted(map(id, wheel)) == sorted(map(id, [conn, *others]))
     wheel.discard(conn)
     wheel.discard(conn)
+    assert sorted(map(id, wheel)) == sorted(map(id, others))
+    for other in others:
+        wheel.discard(other)
     assert len(wheel) == 0
     assert half_intervals(wheel, 2, 4) == ["-", "-", "-", "-"]
 

@@ -1,0 +1,122 @@
+"""One turn of a room: its prompt, its answer so far, and how upstream events end it."""
+
+from __future__ import annotations
+
+from .accumulator import ChunkAccumulator, error_info
+from .codes import ErrorCode
+from .messages import (
+    ChoiceDelta,
+    ErrorInfo,
+    PromptRequest,
+    TurnEnding,
+    TurnKind,
+    TurnStatus,
+    TurnView,
+)
+from .responses_stream import ResponsesAccumulator
+from .sse import SSEEvent
+from .types import TurnId, UpstreamApi
+
+
+class Turn:
+    """A turn's state; ``acc`` reads the API its upstream speaks (``api``)."""
+
+    __slots__ = (
+        "_secrets",
+        "acc",
+        "api",
+        "ended_at",
+        "error",
+        "id",
+        "kind",
+        "model",
+        "prompt",
+        "seq",
+        "size",
+        "started_at",
+        "status",
+    )
+
+    def __init__(
+        self,
+        turn_id: TurnId,
+        request: PromptRequest,
+        model: str,
+        now: float,
+        kind: TurnKind,
+        seq: int,
+        secrets: tuple[str, ...],
+        api: UpstreamApi = "chat",
+    ) -> None:
+        self.id = turn_id
+        self.prompt = request.content
+        self.model = model
+        self.kind = kind
+        self.seq = seq
+        self.started_at = now
+        self.ended_at: float | None = None
+        self.status: TurnStatus = "streaming"
+        self.error: ErrorInfo | None = None
+        self.api: UpstreamApi = api
+        self.acc: ChunkAccumulator | ResponsesAccumulator = (
+            ResponsesAccumulator(secrets) if api == "responses" else ChunkAccumulator(secrets)
+        )
+        self.size = 0  # measured once it has ended (``RoomState._keep``)
+        self._secrets = secrets
+
+    def view(self) -> TurnView:
+        """The turn as a snapshot shows it."""
+        return TurnView(
+            id=self.id,
+            status=self.status,
+            prompt=self.prompt,
+            model=self.model,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            choices=self.acc.views(),
+            usage=self.acc.usage,
+            error=self.error,
+        )
+
+    def natural_status(self) -> TurnStatus:
+        """How the turn ends when its upstream body does: ``completed`` or ``truncated``."""
+        return "completed" if self.acc.all_finished() else "truncated"
+
+    def take(self, sse: SSEEvent, grown: list[ChoiceDelta]) -> TurnEnding | None:
+        """Feed one upstream SSE event to the accumulator; how the turn ends, if this ends it.
+
+        Chat Completions: ``[DONE]`` ends it (``completed`` or ``truncated``); an ``error``
+        event or object, or a chunk that is no object, ``failed``. Responses: the terminal
+        event (``ResponsesAccumulator.ending``); a stray ``[DONE]`` ends it as the body's end
+        would. Either way, data that is not JSON is ``failed`` with ``bad_chunk``.
+        """
+        if sse.data.strip() == "[DONE]":
+            return TurnEnding(self.natural_status())
+        acc = self.acc
+        try:
+            chunk = acc.parse(sse.data)  # repaired, never refused: core/repair.py
+        except (ValueError, RecursionError):
+            return TurnEnding(
+                "failed",
+                ErrorInfo(ErrorCode.BAD_CHUNK, "the upstream sent a chunk that is not JSON"),
+            )
+        if isinstance(acc, ResponsesAccumulator):
+            grown.extend(acc.feed(chunk, sse.event))
+            return acc.ending
+        if sse.event == "error" or not isinstance(chunk, dict):
+            raw = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
+            return TurnEnding("failed", error_info(raw, self._secrets))
+        grown.extend(acc.feed(chunk))
+        return None if acc.error is None else TurnEnding("failed", acc.error)
+
+    def resume_point(self) -> tuple[str, int] | None:
+        """Where a Responses stream can be re-attached: its response id and last sequence number.
+
+        None for a chat turn, or before both are known.
+        """
+        acc = self.acc
+        if not isinstance(acc, ResponsesAccumulator) or acc.response_id is None:
+            return None
+        if acc.last_sequence_number is None:
+            return None
+        return acc.response_id, acc.last_sequence_number
