@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         help="OpenAI-style base URL with its version path, "
         "e.g. http://127.0.0.1:8000/v1 (upstream.base_url)",
     )
+    serve.add_argument(
+        "--upstream-api",
+        choices=("chat", "responses"),
+        help="the API the upstream is called with: chat (Chat Completions) or responses "
+        "(the Responses API) (upstream.api)",
+    )
     serve.add_argument("--model", help="model for prompts that name none (upstream.model)")
     serve.add_argument("--broker", help="broker URL: memory:// or redis://host:6379/0 (broker.url)")
 
@@ -115,6 +121,7 @@ def _serve_config(args: argparse.Namespace) -> Config:
             "server.host": args.host,
             "server.port": args.port,
             "upstream.base_url": args.upstream_url,
+            "upstream.api": args.upstream_api,
             "upstream.model": args.model,
             "broker.url": args.broker,
         },

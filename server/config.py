@@ -12,11 +12,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from server.core.errors import ConfigError
 from server.core.origins import host_name
 from server.core.room import RoomLimits
+from server.core.types import UpstreamApi
 
 
 class Secret:
@@ -61,6 +62,8 @@ class UpstreamConfig:
     """[upstream]: the OpenAI-compatible endpoint every turn streams from."""
 
     base_url: str = ""
+    api: str = "chat"
+    background: bool = False
     model: str = "gpt-4o-mini"
     system_prompt: str = "You are a helpful assistant."
     connect_timeout: float = 10.0
@@ -160,6 +163,7 @@ SECTIONS: dict[str, type[Any]] = {
 SECRET_ENV = {"OPENAI_API_KEY": "api_key", "FANOUT_AUTH_SECRET": "auth_secret"}
 SECRET_WORDS = ("key", "secret", "password", "token")
 ENV_PREFIX = "FANOUT_"
+UPSTREAM_APIS = get_args(UpstreamApi)
 MIN_SECRET_CHARS = 32  # HS256 wants a key at least as long as its hash (RFC 7518, 3.2)
 
 
@@ -317,6 +321,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.log_format: expected text or json")
     if config.server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("server.log_level: expected debug, info, warning or error")
+    if config.upstream.api not in UPSTREAM_APIS:
+        raise ConfigError(
+            f"upstream.api: expected chat or responses, got {config.upstream.api!r:.40}"
+        )
+    if config.upstream.background and config.upstream.api != "responses":
+        raise ConfigError("upstream.background: needs upstream.api = 'responses'")
     for name in ("connect_timeout", "idle_timeout", "total_timeout"):
         if getattr(config.upstream, name) <= 0:
             raise ConfigError(f"upstream.{name}: must be greater than 0")

@@ -1,4 +1,4 @@
-"""The upstream client: one chat-completions request per turn through the openai SDK.
+"""The upstream client: one request per turn through the openai SDK (chat or Responses API).
 
 The SDK (with its aiohttp transport) makes the request: base URL, auth, retries before the
 first byte, HTTP errors. The body's raw bytes go to the sans-I/O SSE decoder and chunk
@@ -22,7 +22,9 @@ from server.core.codes import ErrorCode
 from server.core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
 from server.core.messages import ErrorInfo
 from server.core.repair import repair_json
+from server.core.responses_request import responses_body
 from server.core.scrub import scrub
+from server.core.types import UpstreamApi
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class UpstreamStatusError(UpstreamError):
 
 
 class UpstreamClient:
-    """Opens streaming chat completions against one OpenAI-compatible base URL."""
+    """Opens streaming turns against one OpenAI-compatible base URL."""
 
     def __init__(self, config: UpstreamConfig, base_url: str, api_key: str | None) -> None:
         self.config = config
@@ -79,7 +81,13 @@ class UpstreamClient:
     def build_body(
         self, messages: list[dict[str, str]], model: str, options: dict[str, Any] | None
     ) -> dict[str, Any]:
-        """The request body of a streaming turn."""
+        """The request body of a streaming room turn, for the API the upstream speaks.
+
+        Raises:
+            ClientError: an option the Responses API lacks (``upstream.api = "responses"``).
+        """
+        if self.config.api == "responses":
+            return responses_body(messages, model, options, background=self.config.background)
         body: dict[str, Any] = dict(options or {})
         body.update(model=model, messages=messages, stream=True)
         if self.config.include_usage:
@@ -87,23 +95,67 @@ class UpstreamClient:
         return body
 
     @asynccontextmanager
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def stream(
+        self, body: dict[str, Any], api: UpstreamApi = "chat"
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Open the stream and yield its raw body bytes.
 
         Leaving the context closes the HTTP response; an unfinished body closes its
         connection, so a cancelled turn really stops the upstream.
 
+        Args:
+            body: the request body: chat ``messages`` or Responses ``input``.
+            api: which API: ``POST /chat/completions`` or ``POST /responses``.
+
         Raises:
             UpstreamError: the request failed before the body (HTTP error, timeout, refused).
             StreamBroken: the body broke after it began.
         """
-        try:
-            # Everything but the three fields the SDK insists on goes through as extra_body,
-            # so provider-specific fields of a tap request reach the upstream unchanged.
+        # Everything but the fields the SDK insists on goes through as extra_body, so
+        # provider-specific fields of a tap request reach the upstream unchanged.
+        if api == "responses":
+            rest = {k: v for k, v in body.items() if k not in ("model", "input", "stream")}
+            manager: Any = self._client.responses.with_streaming_response.create(
+                model=body["model"], input=body["input"], stream=True, extra_body=rest
+            )
+        else:
             rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
             manager = self._client.chat.completions.with_streaming_response.create(
                 model=body["model"], messages=body["messages"], stream=True, extra_body=rest
             )
+        async with self._opened(manager) as chunks:
+            yield chunks
+
+    @asynccontextmanager
+    async def reattach(
+        self, response_id: str, starting_after: int
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a background response again, from the event after ``starting_after``.
+
+        Raises:
+            UpstreamError: the response is gone or cannot be streamed (HTTP error), or the
+                upstream could not be reached.
+            StreamBroken: the body broke after it began.
+        """
+        manager = self._client.responses.with_streaming_response.retrieve(
+            response_id, stream=True, starting_after=starting_after
+        )
+        async with self._opened(manager) as chunks:
+            yield chunks
+
+    async def cancel_response(self, response_id: str) -> bool:
+        """Cancel a background response; False when the upstream refused or was not reached."""
+        try:
+            await self._client.responses.cancel(response_id)
+        except openai.APIError as exc:
+            log.info("upstream response not cancelled: %s", type(exc).__name__)
+            return False
+        return True
+
+    @asynccontextmanager
+    async def _opened(self, manager: Any) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Enter an SDK streaming-response manager; yield its raw body bytes."""
+        try:
             response = await manager.__aenter__()
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from exc
