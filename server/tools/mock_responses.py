@@ -189,16 +189,22 @@ async def _create(request: web.Request) -> web.StreamResponse:
     stored = StoredResponse(events, req.background, start)
     if req.store:
         request.app[RESPONSE_STORE].add(stored, start)
-    if not req.stream and not req.background:
+    settings = request.app[MOCK_SETTINGS]
+    if req.background:
+        stored.append(events.opening())
+        frames = _produce(events, plan, req.model, settings, start)
+        stored.task = asyncio.create_task(_run_in_background(stored, frames))
+        if not req.stream:
+            return _json(events.snapshot())
+        return await _send(request, response_id, stored.follow(-1))
+    try:
+        if req.stream:
+            frames = _produce(events, plan, req.model, settings, start)
+            return await _send(request, response_id, _opened(events, frames))
         return await _complete(request, req, events, plan, start)
-    frames = _produce(events, plan, req.model, request.app[MOCK_SETTINGS], start)
-    if not req.background:
-        return await _send(request, response_id, _opened(events, frames))
-    stored.append(events.opening())
-    stored.task = asyncio.create_task(_run_in_background(stored, frames))
-    if not req.stream:
-        return _json(events.snapshot())
-    return await _send(request, response_id, stored.follow(-1))
+    finally:
+        # A foreground response ends with its request, however that went.
+        stored.end(_now())
 
 
 def _query_options(request: web.Request) -> tuple[bool, int | None]:
