@@ -1,8 +1,10 @@
-"""What the mock upstream reads and says: request parsing, answers and per-model scenarios.
+"""What the mock upstream reads and says: chat request parsing, answers and per-model scenarios.
 
 Everything here is a pure function of the request, so tests can compute the expected text
 and two runs of a load test see the same bytes. Tokens are words with their leading space,
-which is close enough to a real tokenizer for pacing and ``max_tokens`` to feel right.
+which is close enough to a real tokenizer for pacing and ``max_tokens`` to feel right. The
+Responses API plans its answers here too (``plan_choice``, choice 0), so a scenario says the
+same text in either API; its body is read by ``mock_responses_request``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
-"""An OpenAI-compatible mock upstream: ``/v1/models`` and ``/v1/chat/completions``.
+"""An OpenAI-compatible mock upstream speaking both APIs: chat completions and Responses.
 
-It backs demo mode (started in-process when there is no API key), load tests and tests.
-Answers are deterministic (see ``mock_scenarios``); the request's ``model`` picks a scenario:
+Endpoints: ``/v1/models``, ``/v1/chat/completions`` (here), and the Responses API
+``/v1/responses`` with retrieval and cancel (``mock_responses``). It backs demo mode (started
+in-process when there is no API key), load tests and tests. Answers are deterministic (see
+``mock_scenarios``) and the same for both APIs; the request's ``model`` picks a scenario:
 ``mock`` (plain answer), ``mock-tools``, ``mock-reasoning``, ``mock-refusal``, ``mock-error``
-(in-stream error event), ``mock-truncate`` (stream just stops), ``mock-429`` and ``mock-500``;
-for load tests ``mock-long-<N>`` (N tokens), ``mock-stamp-<N>`` (N tokens, each its send
-time) and ``mock-flood-<N>`` (N chunks of about 1 kB, never paced). Any other model name
-behaves like ``mock``. ``GET /v1/_stats`` returns the counts of ``MockStats``, so a load test
-in another process can check how many requests reached the mock.
+(in-stream error event), ``mock-truncate`` (stream just stops), ``mock-incomplete`` (cut as
+by a token limit), ``mock-429`` and ``mock-500``; for load tests ``mock-long-<N>`` (N
+tokens), ``mock-stamp-<N>`` (N tokens, each its send time) and ``mock-flood-<N>`` (N chunks
+of about 1 kB, never paced). Any other model name behaves like ``mock``. ``GET /v1/_stats``
+returns the counts of ``MockStats``, so a load test in another process can check how many
+requests reached the mock.
 """
 
 from __future__ import annotations

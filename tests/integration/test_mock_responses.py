@@ -495,7 +495,7 @@ async def test_retrieve_refusals(client: openai.AsyncOpenAI) -> None:
             await client.responses.retrieve(unstored.id)
         with pytest.raises(openai.BadRequestError):
             await client.responses.retrieve(stored.id, stream=True)
-    assert unstored.store is False
+    assert (unstored.model_extra or {}).get("store") is False
     assert kept.model_dump() == stored.model_dump()
     assert unknown.value.message.endswith("Response with id 'resp_nope' not found.")
     assert unknown.value.type == "invalid_request_error"
