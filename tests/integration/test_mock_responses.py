@@ -611,3 +611,55 @@ async def test_bad_retrieve_query_400(aiohttp_client: AiohttpClient, query: str)
         payload = await resp.json()
     assert resp.status == 400
     assert payload["error"]["type"] == "invalid_request_error"
+
+
+async def _wait_for_disconnects(stats: MockStats, count: int) -> None:
+    """Poll, for at most two seconds, until the mock has counted ``count`` disconnects."""
+    for _ in range(200):
+        if stats.disconnects >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the mock counted {stats.disconnects} disconnects, not {count}")
+
+
+async def test_hang_ups_counted(start_mock: MockFactory) -> None:
+    """Dropping a foreground or a background stream counts as a disconnect; nothing else does."""
+    mock = await start_mock(tokens_per_second=100.0)
+    async with asyncio.timeout(TIMEOUT), sdk(mock.url) as client:
+        for count, background in enumerate((False, True), start=1):
+            stream = await client.responses.create(
+                model="mock", input=PROMPT, stream=True, background=background
+            )
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    break
+            await stream.close()
+            await _wait_for_disconnects(mock.stats, count)
+        events = await stream_events(client, model="mock-long-3")
+    assert events[-1].type == "response.completed"
+    assert mock.stats.disconnects == 2
+
+
+async def test_shutdown_ends_live_background_streams() -> None:
+    """Shutting the mock down stops background producers and ends the streams following them."""
+    settings = MockSettings(tokens_per_second=20.0, ttft=0.0)
+    runner, url = await start_mock_upstream("127.0.0.1", 0, settings)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(TIMEOUT), sdk(url) as client:
+            created = await client.responses.create(
+                model="mock-long-500", input=PROMPT, background=True
+            )
+            stream = await client.responses.retrieve(created.id, stream=True)
+            seen = [await anext(aiter(stream))]
+            started = loop.time()
+            cleanup = asyncio.create_task(runner.cleanup())
+            seen += [e async for e in stream]
+            await cleanup
+            elapsed = loop.time() - started
+    finally:
+        await runner.cleanup()
+    assert seen[0].type == "response.created"
+    assert not any(e.type in TERMINAL for e in seen)
+    assert len(seen) < 100
+    assert elapsed < 1.0
