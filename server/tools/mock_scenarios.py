@@ -1,8 +1,10 @@
-"""What the mock upstream reads and says: request parsing, answers and per-model scenarios.
+"""What the mock upstream reads and says: chat request parsing, answers and per-model scenarios.
 
 Everything here is a pure function of the request, so tests can compute the expected text
 and two runs of a load test see the same bytes. Tokens are words with their leading space,
-which is close enough to a real tokenizer for pacing and ``max_tokens`` to feel right.
+which is close enough to a real tokenizer for pacing and ``max_tokens`` to feel right. The
+Responses API plans its answers here too (``plan_choice``, choice 0), so a scenario says the
+same text in either API; its body is read by ``mock_responses_request``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ MODELS = (
     "mock-refusal",
     "mock-error",
     "mock-truncate",
+    "mock-incomplete",
     "mock-429",
     "mock-500",
     "mock-long",
@@ -28,8 +31,12 @@ MODELS = (
 )
 DEFAULT_MODEL = "mock"
 MAX_CHOICES = 8
-# How many tokens mock-error and mock-truncate send before they go wrong.
+# Fixed rather than time.time() so that responses are byte-for-byte reproducible.
+CREATED = 1_763_740_800
+# How many tokens mock-error and mock-truncate send before they go wrong, and mock-incomplete
+# before it stops as if it had reached the request's token limit.
 BROKEN_AFTER = 5
+STREAM_ERROR_MESSAGE = "The server had an error while processing your request."
 TOOL_ARGUMENTS = '{"city": "Paris", "unit": "celsius"}'
 REFUSAL = "I'm sorry, but I can't help with that."
 THOUGHT = (
@@ -186,7 +193,7 @@ class ChatRequest:
     tool_name: str | None
 
 
-def _positive_int(body: dict[str, Any], name: str) -> int | None:
+def positive_int(body: dict[str, Any], name: str) -> int | None:
     """``body[name]`` if it is a positive integer or absent (None); ValueError otherwise."""
     value = body.get(name)
     if value is None:
@@ -218,8 +225,8 @@ def parse_request(body: object) -> ChatRequest:
     model = body.get("model", DEFAULT_MODEL)
     if not isinstance(model, str):
         raise ValueError("'model' must be a string.")
-    n = _positive_int(body, "n") or 1
-    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    n = positive_int(body, "n") or 1
+    max_tokens = positive_int(body, "max_completion_tokens") or positive_int(body, "max_tokens")
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return ChatRequest(
@@ -329,6 +336,8 @@ def plan_choice(
         tokens = [("content", t) for t in tokenize(answer_text(prompt, index))]
         if model == "mock-reasoning":
             tokens = [("reasoning_content", t) for t in tokenize(THOUGHT)] + tokens
+    if model == "mock-incomplete":
+        max_tokens = min(max_tokens or BROKEN_AFTER, BROKEN_AFTER)
     if max_tokens is not None and len(tokens) > max_tokens:
         tokens = tokens[:max_tokens]
         finish = "length"

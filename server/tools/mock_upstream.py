@@ -1,13 +1,16 @@
-"""An OpenAI-compatible mock upstream: ``/v1/models`` and ``/v1/chat/completions``.
+"""An OpenAI-compatible mock upstream speaking both APIs: chat completions and Responses.
 
-It backs demo mode (started in-process when there is no API key), load tests and tests.
-Answers are deterministic (see ``mock_scenarios``); the request's ``model`` picks a scenario:
+Endpoints: ``/v1/models``, ``/v1/chat/completions`` (here), and the Responses API
+``/v1/responses`` with retrieval and cancel (``mock_responses``). It backs demo mode (started
+in-process when there is no API key), load tests and tests. Answers are deterministic (see
+``mock_scenarios``) and the same for both APIs; the request's ``model`` picks a scenario:
 ``mock`` (plain answer), ``mock-tools``, ``mock-reasoning``, ``mock-refusal``, ``mock-error``
-(in-stream error event), ``mock-truncate`` (stream just stops), ``mock-429`` and ``mock-500``;
-for load tests ``mock-long-<N>`` (N tokens), ``mock-stamp-<N>`` (N tokens, each its send
-time) and ``mock-flood-<N>`` (N chunks of about 1 kB, never paced). Any other model name
-behaves like ``mock``. ``GET /v1/_stats`` returns the counts of ``MockStats``, so a load test
-in another process can check how many requests reached the mock.
+(in-stream error event), ``mock-truncate`` (stream just stops), ``mock-incomplete`` (cut as
+by a token limit), ``mock-429`` and ``mock-500``; for load tests ``mock-long-<N>`` (N
+tokens), ``mock-stamp-<N>`` (N tokens, each its send time) and ``mock-flood-<N>`` (N chunks
+of about 1 kB, never paced). Any other model name behaves like ``mock``. ``GET /v1/_stats``
+returns the counts of ``MockStats``, so a load test in another process can check how many
+requests reached the mock.
 """
 
 from __future__ import annotations
@@ -17,20 +20,35 @@ import contextlib
 import json
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from server.tools.mock_http import (
+    MOCK_SETTINGS,
+    MOCK_STATS,
+    SSE_HEADERS,
+    MockSettings,
+    MockStats,
+    bad_request,
+    check_auth,
+    error_response,
+    read_json,
+    scenario_failure,
+    token_deadline,
+    wait_until,
+)
+from server.tools.mock_responses import add_responses_api
 from server.tools.mock_scenarios import (
     BROKEN_AFTER,
+    CREATED,
     MODELS,
+    STREAM_ERROR_MESSAGE,
     ChatRequest,
     ChoicePlan,
     Ending,
     ending_for,
     is_stamped,
-    is_unpaced,
     parse_request,
     plan_choice,
     stamp_plan,
@@ -38,65 +56,13 @@ from server.tools.mock_scenarios import (
     token_delta,
 )
 
-# Fixed rather than time.time() so that responses are byte-for-byte reproducible.
-CREATED = 1_763_740_800
+__all__ = ["MOCK_SETTINGS", "MOCK_STATS", "MockSettings", "MockStats", "create_mock_app"]
+
 SYSTEM_FINGERPRINT = "fp_mock"
 _DONE = b"data: [DONE]\n\n"
-_STREAM_ERROR_MESSAGE = "The server had an error while processing your request."
 _STREAM_ERROR = {
-    "error": {"message": _STREAM_ERROR_MESSAGE, "type": "server_error", "code": "server_error"}
+    "error": {"message": STREAM_ERROR_MESSAGE, "type": "server_error", "code": "server_error"}
 }
-
-
-@dataclass(frozen=True, slots=True)
-class MockSettings:
-    """How fast the mock answers and whether it wants an API key."""
-
-    tokens_per_second: float = 40.0
-    ttft: float = 0.3
-    api_key: str | None = None
-
-
-@dataclass(slots=True)
-class MockStats:
-    """What the mock has seen, for tests and load tests."""
-
-    requests: int = 0
-    disconnects: int = 0
-    last_request: dict[str, object] | None = None
-    models_requests: int = 0
-
-
-MOCK_STATS = web.AppKey("mock_stats", MockStats)
-MOCK_SETTINGS = web.AppKey("mock_settings", MockSettings)
-
-
-def _error(
-    status: int,
-    message: str,
-    kind: str,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    """An OpenAI-style error response."""
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
-
-
-def _bad_request(message: str) -> web.Response:
-    """A 400 ``invalid_request_error``."""
-    return _error(400, message, "invalid_request_error")
-
-
-def _check_auth(request: web.Request) -> web.Response | None:
-    """A 401 when an API key is configured and the request does not carry it."""
-    key = request.app[MOCK_SETTINGS].api_key
-    if key is None or request.headers.get("Authorization") == f"Bearer {key}":
-        return None
-    # Never echo the key back: the message may end up in logs.
-    return _error(
-        401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key"
-    )
 
 
 def _usage(chat: ChatRequest, plans: list[ChoicePlan]) -> dict[str, int]:
@@ -143,13 +109,6 @@ class _ChunkMaker:
         return _sse({**self._base, "choices": [], "usage": usage})
 
 
-async def _wait_until(deadline: float) -> None:
-    """Sleep until the loop clock reaches ``deadline`` (no-op if it already has)."""
-    delay = deadline - asyncio.get_running_loop().time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
 async def _stream(
     request: web.Request,
     chat: ChatRequest,
@@ -162,18 +121,12 @@ async def _stream(
     stats = request.app[MOCK_STATS]
     ending: Ending = ending_for(chat.model)
     maker = _ChunkMaker(completion_id, chat)
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "x-request-id": completion_id.replace("chatcmpl-", "req_"),
-        }
-    )
+    request_id = completion_id.replace("chatcmpl-", "req_")
+    resp = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": request_id})
     lengths = [len(plan.tokens) for plan in plans]
     if ending != "normal":
         lengths = [min(length, BROKEN_AFTER) for length in lengths]
     rounds = max(lengths)
-    tps = 0.0 if is_unpaced(chat.model) else settings.tokens_per_second
     stamped = is_stamped(chat.model)
     try:
         await resp.prepare(request)
@@ -182,9 +135,7 @@ async def _stream(
         # One extra round sends the finish chunks of the longest choices.
         for r in range(rounds + 1):
             if r < rounds:
-                # An absolute schedule, so a slow write delays one token, not all later ones.
-                step = r / tps if tps > 0 else 0.0
-                await _wait_until(start + settings.ttft + step)
+                await wait_until(token_deadline(start, settings, chat.model, r))
             out: list[bytes] = []
             for plan, length in zip(plans, lengths, strict=True):
                 if r < length:
@@ -222,10 +173,10 @@ async def _complete(
     start: float,
 ) -> web.StreamResponse:
     """Answer with one ``chat.completion`` object after the ttft."""
-    await _wait_until(start + request.app[MOCK_SETTINGS].ttft)
+    await wait_until(start + request.app[MOCK_SETTINGS].ttft)
     if chat.model == "mock-error":
         # There is no stream to break, so fail the way a non-streaming request would.
-        return _error(500, _STREAM_ERROR_MESSAGE, "server_error", "server_error")
+        return error_response(500, STREAM_ERROR_MESSAGE, "server_error", "server_error")
     if is_stamped(chat.model):
         plans = [stamp_plan(plan, time.time()) for plan in plans]
     completion = {
@@ -261,30 +212,19 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     stats = request.app[MOCK_STATS]
     stats.requests += 1
     completion_id = f"chatcmpl-mock-{stats.requests}"
-    denied = _check_auth(request)
+    denied = check_auth(request)
     if denied is not None:
         return denied
     try:
-        body = json.loads(await request.read())
-    except ValueError:
-        # Covers both JSONDecodeError and UnicodeDecodeError.
-        return _bad_request("We could not parse the JSON body of your request.")
-    if isinstance(body, dict):
-        stats.last_request = body
-    try:
+        body = await read_json(request)
+        if isinstance(body, dict):
+            stats.last_request = body
         chat = parse_request(body)
     except ValueError as exc:
-        return _bad_request(str(exc))
-    if chat.model == "mock-429":
-        return _error(
-            429,
-            "Rate limit reached for requests",
-            "requests",
-            "rate_limit_exceeded",
-            headers={"retry-after": "1"},
-        )
-    if chat.model == "mock-500":
-        return _error(500, "The server had an error processing your request.", "server_error")
+        return bad_request(str(exc))
+    failure = scenario_failure(chat.model)
+    if failure is not None:
+        return failure
     plans = [
         plan_choice(chat.model, chat.prompt, i, chat.tool_name, chat.max_tokens)
         for i in range(chat.n)
@@ -297,7 +237,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 async def _models(request: web.Request) -> web.Response:
     """``GET /v1/models``: every scenario model."""
     request.app[MOCK_STATS].models_requests += 1
-    denied = _check_auth(request)
+    denied = check_auth(request)
     if denied is not None:
         return denied
     data = [
@@ -309,13 +249,7 @@ async def _models(request: web.Request) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     """``GET /v1/_stats``: what the mock has counted (not part of the OpenAI API)."""
-    stats = request.app[MOCK_STATS]
-    counts = {
-        "requests": stats.requests,
-        "disconnects": stats.disconnects,
-        "models_requests": stats.models_requests,
-    }
-    return web.json_response(counts)
+    return web.json_response(request.app[MOCK_STATS].counts())
 
 
 def create_mock_app(settings: MockSettings | None = None) -> web.Application:
@@ -326,6 +260,7 @@ def create_mock_app(settings: MockSettings | None = None) -> web.Application:
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_get("/v1/_stats", _stats)
+    add_responses_api(app)
     return app
 
 

@@ -672,7 +672,15 @@ async def test_stats_endpoint_counts_requests(mock: Mock, session: aiohttp.Clien
             assert resp.status == 200
         async with session.get(f"{mock.url}/_stats") as resp:
             counts = await resp.json()
-    assert counts == {"requests": 2, "disconnects": 0, "models_requests": 1}
+    assert counts == {
+        "requests": 2,
+        "disconnects": 0,
+        "models_requests": 1,
+        "responses_creates": 0,
+        "responses_retrieves": 0,
+        "responses_cancels": 0,
+        "last_starting_after": None,
+    }
 
 
 async def test_flood_model_ignores_pacing(start_mock: MockFactory) -> None:
