@@ -79,6 +79,7 @@ def create_app(
     app[SSE_STREAMS] = set()
     app[METRICS] = metrics = Metrics()
     app[HUB].metrics = metrics
+    app[HUB].upstream_api = config.upstream.api
     gauges.watch(metrics, app[HUB], app[SOCKETS], app[SSE_STREAMS])
     limits = config.limits
     app[PROMPTS] = PromptAdmission(

@@ -62,7 +62,7 @@ class UpstreamConfig:
     """[upstream]: the OpenAI-compatible endpoint every turn streams from."""
 
     base_url: str = ""
-    api: str = "chat"
+    api: UpstreamApi = "chat"
     background: bool = False
     model: str = "gpt-4o-mini"
     system_prompt: str = "You are a helpful assistant."

@@ -25,8 +25,9 @@ from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError, broker_unavailable, turn_in_progress
 from server.core.messages import PromptRequest, TurnEnd, TurnKind
 from server.core.replica_rules import Input
+from server.core.responses_request import check_responses_options
 from server.core.room import RoomLimits, RoomState, TurnStarted
-from server.core.types import RoomName, TurnId
+from server.core.types import RoomName, TurnId, UpstreamApi
 from server.rooms.replicas import WAIT_SECONDS, NotYet, Replicas
 from server.rooms.room import Room, TurnLost
 from server.rooms.subscriber import Subscriber
@@ -63,6 +64,7 @@ class Hub:
         broker: Broker | None = None,
     ) -> None:
         self.rooms: dict[RoomName, Room] = {}
+        self.upstream_api: UpstreamApi = "chat"  # the API of room prompts' turns
         self.metrics: Metrics | None = None
         self.merged_by_gone = 0  # deltas merged in the outboxes of subscribers that left
         self.slow_closes = 0  # subscribers that left after a 4000 close
@@ -273,16 +275,23 @@ class Hub:
         kind: TurnKind = "room",
         body: dict[str, Any] | None = None,
         listener: TurnListener | None = None,
+        api: UpstreamApi | None = None,
     ) -> TurnStarted:
         """Start a turn for a prompt (or find the one its id started), on every instance.
 
+        ``api`` is the API the turn's upstream speaks (the tap's endpoint), by default
+        ``upstream_api``.
+
         Raises:
             ClientError: ``turn_in_progress`` while another turn streams; ``unavailable``
-                when the broker is down.
+                when the broker is down; ``bad_request`` for an option the API lacks.
         """
+        api = api or self.upstream_api
+        if api == "responses" and body is None:
+            check_responses_options(request.options, request.id)
         room.busy += 1
         try:
-            return await self._submit(room, request, default_model, kind, body, listener)
+            return await self._submit(room, request, default_model, kind, body, listener, api)
         except (BrokerUnavailable, TurnLost) as exc:
             raise broker_unavailable(request.id) from exc
         finally:
@@ -297,6 +306,7 @@ class Hub:
         kind: TurnKind,
         body: dict[str, Any] | None,
         listener: TurnListener | None,
+        api: UpstreamApi,
     ) -> TurnStarted:
         state = room.state
         if request.id is None and (room.fence or state.streaming_turn is not None):
@@ -312,6 +322,7 @@ class Hub:
                 model=request.model or default_model,
                 now=time.time(),
                 kind=kind,
+                api=api,
             )
         except ClientError:
             await self._release(room, claimed)
@@ -330,7 +341,7 @@ class Hub:
         assert self._runner is not None, "attach_runner() first"
         room.task = asyncio.create_task(
             self._runner.run(
-                room, started.turn, started.event.model, request.options, body, listener
+                room, started.turn, started.event.model, request.options, body, listener, api
             ),
             name=f"turn-{started.turn}",
         )

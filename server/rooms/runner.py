@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from server.core.codes import ErrorCode
@@ -14,12 +15,15 @@ from server.core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
 from server.core.messages import ErrorInfo, SequencedEvent, TurnEnd, temporary_error
 from server.core.retry import RetryPolicy, is_temporary, retry_delay
 from server.core.sse import LineTooLong, SSEDecoder, SSEEvent
-from server.core.types import TurnId
+from server.core.types import TurnId, UpstreamApi
 from server.rooms.room import Room, TurnLost
 from server.rooms.turn_writes import TurnWrites
 from server.upstream.client import StreamBroken, UpstreamClient, UpstreamStatusError
 
 log = logging.getLogger(__name__)
+
+# Opens one upstream request (each attempt calls it again): its raw body bytes.
+Opener = Callable[[], AbstractAsyncContextManager[AsyncIterator[bytes]]]
 
 
 class TurnListener(Protocol):
@@ -58,6 +62,7 @@ class TurnRunner:
         options: Mapping[str, object] | None,
         body: dict[str, Any] | None = None,
         listener: TurnListener | None = None,
+        api: UpstreamApi = "chat",
     ) -> None:
         """Stream ``turn_id``; every outcome ends the turn with exactly one ``turn.end``.
 
@@ -68,19 +73,20 @@ class TurnRunner:
             options: the prompt's request options, when the body is built from the room.
             body: the request body as given (tap turns); None builds it from the room.
             listener: told every upstream SSE event and error (the tap's caller).
+            api: the API the upstream is called with (the room's turn reads its events).
         """
         state = room.state
         if body is None:
             messages = state.messages_for(turn_id, self.system_prompt)
             body = self.upstream.build_body(messages, model, dict(options) if options else None)
         try:
-            await self._stream(room, turn_id, body, listener)
+            await self._stream(room, turn_id, lambda: self.upstream.stream(body, api), listener)
         finally:
             if listener is not None:
                 listener.on_end()
 
     async def _stream(
-        self, room: Room, turn_id: TurnId, body: dict[str, Any], listener: TurnListener | None
+        self, room: Room, turn_id: TurnId, open_: Opener, listener: TurnListener | None
     ) -> None:
         """Attempt the request, again while it fails before its body and the policy allows."""
         state = room.state
@@ -90,7 +96,7 @@ class TurnRunner:
             while True:
                 attempt += 1
                 try:
-                    await self._attempt(room, turn_id, body, listener, deadline)
+                    await self._attempt(room, turn_id, open_, listener, deadline)
                     return
                 except UpstreamError as exc:
                     delay = retry_delay(
@@ -129,7 +135,7 @@ class TurnRunner:
         self,
         room: Room,
         turn_id: TurnId,
-        body: dict[str, Any],
+        open_: Opener,
         listener: TurnListener | None,
         deadline: float,
     ) -> None:
@@ -145,7 +151,7 @@ class TurnRunner:
         try:
             async with asyncio.timeout(None) as timer:
                 timer.reschedule(min(loop.time() + idle, deadline))
-                async with self.upstream.stream(body) as chunks:
+                async with open_() as chunks:
                     decoder = SSEDecoder(self.upstream.config.max_line_bytes)
                     async for raw in chunks:
                         got_body = True
