@@ -80,6 +80,8 @@ def create_app(
     app[METRICS] = metrics = Metrics()
     app[HUB].metrics = metrics
     app[HUB].upstream_api = config.upstream.api
+    if config.upstream.background:
+        app[HUB].resume_in_background()
     gauges.watch(metrics, app[HUB], app[SOCKETS], app[SSE_STREAMS])
     limits = config.limits
     app[PROMPTS] = PromptAdmission(

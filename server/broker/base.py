@@ -181,16 +181,23 @@ class Broker(ABC):
         *,
         started: tuple[str, str | None] | None = None,
         ended: bytes | None = None,
+        position: bytes | None = None,
     ) -> None:
         """Store and publish consecutive records after the room's seq, and renew the lease.
 
         ``started`` is ``(turn, prompt_id)`` with a ``turn.start``; ``ended`` (the stored
-        turn, see ``Loaded.ended``) ends the turn and frees the lease.
+        turn, see ``Loaded.ended``) ends the turn and frees the lease. ``position`` is where
+        the streaming turn's upstream response has been read to with these records (a
+        re-attachable Responses stream), kept with them until the turn ends (``position``).
 
         Raises:
             Fenced: when the lease, the seq or the epoch does not match.
             BrokerUnavailable: when the broker cannot be reached.
         """
+
+    @abstractmethod
+    async def position(self, room: RoomName) -> bytes | None:
+        """The streaming turn's upstream position as last appended, None when none is kept."""
 
     @abstractmethod
     async def renew(self, room: RoomName, fence: int) -> bool:

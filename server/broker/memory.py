@@ -31,6 +31,7 @@ class _Room:
     holder: int = 0  # the fence holding the lease, 0 when free
     lease_until: float = 0.0
     streaming: str | None = None
+    position: bytes | None = None  # the streaming turn's upstream position
     ended: deque[bytes] = field(default_factory=deque)
     size: int = 0  # bytes of the records and ended turns kept
     prompt_ids: dict[str, tuple[str, int, float]] = field(default_factory=dict)
@@ -176,6 +177,11 @@ class MemoryBroker(Broker):
         kept = self._room(room)
         return None if kept is None else kept.epoch
 
+    async def position(self, room: RoomName) -> bytes | None:
+        """The streaming turn's upstream position as last appended, None when none is kept."""
+        kept = self._room(room)
+        return None if kept is None else kept.position
+
     async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
         """Every record after seq ``after`` on ``epoch``, or None when some are gone."""
         kept = self._room(room)
@@ -234,6 +240,7 @@ class MemoryBroker(Broker):
         *,
         started: tuple[str, str | None] | None = None,
         ended: bytes | None = None,
+        position: bytes | None = None,
     ) -> None:
         """Store and publish consecutive records after the room's seq, and renew the lease."""
         kept = self._room(room)
@@ -256,8 +263,11 @@ class MemoryBroker(Broker):
                 now = self.clock()
                 kept.prompt_ids[prompt_id] = (turn, records[0].seq, now + PROMPT_ID_SECONDS)
                 self._prune_prompt_ids(kept, now)
+        if position is not None:
+            kept.position = position
         if ended is not None:
             kept.streaming = None
+            kept.position = None
             kept.holder = 0
             kept.ended.append(ended)
             kept.size += len(ended)

@@ -322,6 +322,14 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis: {exc}") from exc
         return None if value is None else _text(value)
 
+    async def position(self, room: RoomName) -> bytes | None:
+        """The streaming turn's upstream position as last appended, None when none is kept."""
+        try:
+            value = await self._redis.hget(self._key(room, "meta"), "position")
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        return value if value is None or isinstance(value, bytes) else value.encode()
+
     async def read(self, room: RoomName, epoch: str, after: int) -> tuple[Record, ...] | None:
         """Every record after seq ``after`` on ``epoch``, or None when some are gone."""
         keys = [self._key(room, "meta"), self._key(room, "events")]
@@ -371,6 +379,7 @@ class RedisBroker(Broker):
         *,
         started: tuple[str, str | None] | None = None,
         ended: bytes | None = None,
+        position: bytes | None = None,
     ) -> None:
         """Store and publish consecutive records after the room's seq, and renew the lease."""
         turn, prompt_id = started if started is not None else ("", None)
@@ -397,6 +406,7 @@ class RedisBroker(Broker):
         ]
         for record in records:
             args += [record.seq, record.kind, record.data]
+        args.append(position if position is not None else b"")
         reply = await self._call("APPEND", keys, args)
         status = _text(reply[0])
         if status != "ok":

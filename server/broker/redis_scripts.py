@@ -96,8 +96,9 @@ return {'ok', tostring(fence), meta[2]}
 """
 
 # ARGV: epoch, fence, lease_ms, maxlen, keep_turns, channel, prompt_ttl_s, started_turn,
-# has_prompt, ended, room_ttl_s, n, then n x (seq, kind, data). Idempotent: a retried write
-# whose first attempt was stored answers ok and stores nothing twice.
+# has_prompt, ended, room_ttl_s, n, then n x (seq, kind, data), then the upstream position
+# ('' for none). Idempotent: a retried write whose first attempt was stored answers ok and
+# stores nothing twice.
 APPEND = """
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if meta[1] ~= ARGV[1] then return {'epoch'} end
@@ -119,6 +120,7 @@ for i = 0, n - 1 do
   redis.call('PUBLISH', ARGV[6], 'E ' .. ARGV[1] .. ' ' .. kind .. ' ' .. s .. ' ' .. data)
 end
 redis.call('HSET', KEYS[1], 'seq', seq + n)
+if ARGV[13 + n * 3] ~= '' then redis.call('HSET', KEYS[1], 'position', ARGV[13 + n * 3]) end
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 'streaming', ARGV[8])
   redis.call('HINCRBY', KEYS[1], 'turns', 1)
@@ -127,7 +129,7 @@ if ARGV[8] ~= '' then
   end
 end
 if ARGV[10] ~= '' then
-  redis.call('HDEL', KEYS[1], 'streaming')
+  redis.call('HDEL', KEYS[1], 'streaming', 'position')
   redis.call('DEL', KEYS[2])
   redis.call('RPUSH', KEYS[4], ARGV[10])
   redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)

@@ -23,6 +23,7 @@ from .messages import (
     CancelRequest,
     ClientMessage,
     PromptRequest,
+    ResponsePosition,
     SequencedEvent,
     ServerMessage,
     Snapshot,
@@ -99,6 +100,7 @@ class StoredTurn(msgspec.Struct, frozen=True):
 
 _event_decoder = msgspec.json.Decoder(SequencedEvent)
 _turn_decoder = msgspec.json.Decoder(StoredTurn)
+_position_decoder = msgspec.json.Decoder(ResponsePosition)
 
 
 def decode_event(data: bytes) -> SequencedEvent:
@@ -108,6 +110,15 @@ def decode_event(data: bytes) -> SequencedEvent:
         ValueError: for anything else (msgspec's errors are ValueErrors).
     """
     return _event_decoder.decode(data)
+
+
+def decode_position(data: bytes) -> ResponsePosition:
+    """An upstream position as ``dump_json`` wrote it for the broker.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    return _position_decoder.decode(data)
 
 
 def stored_turn(view: TurnView, kind: TurnKind) -> bytes:

@@ -95,6 +95,22 @@ class TurnEnding(Struct, frozen=True):
     error: ErrorInfo | None = None
 
 
+class ResponsePosition(Struct, frozen=True):
+    """Where a turn's Responses stream has been read to (kept by the broker, not sent).
+
+    Another instance re-attaches to the same upstream response from here
+    (``starting_after``) and goes on with the turn: ``items`` and ``outputs`` are the tool
+    calls' indexes by function-call item id and output position, so arguments that follow
+    extend the calls already shown.
+    """
+
+    turn: str
+    response_id: str
+    after: int
+    items: dict[str, int] = {}
+    outputs: dict[int, int] = {}
+
+
 class TurnView(_Part, frozen=True):
     """A turn inside a snapshot: everything needed to redraw it."""
 

@@ -51,7 +51,14 @@ from typing import Any, Literal
 
 from .accumulator import error_info
 from .choices import ChoiceStore, is_index, nonempty_text
-from .messages import ChoiceDelta, ErrorInfo, ToolCallDelta, TurnEnding, Usage
+from .messages import (
+    ChoiceDelta,
+    ErrorInfo,
+    ResponsePosition,
+    ToolCallDelta,
+    TurnEnding,
+    Usage,
+)
 
 TextField = Literal["content", "reasoning", "refusal"]
 
@@ -121,9 +128,36 @@ class ResponsesAccumulator(ChoiceStore):
         self.last_sequence_number: int | None = None
         self.skipped = 0
         self.replayed = 0
-        # A function-call item's tool-call index, by ("item", item id) and ("output", index).
-        self._calls: dict[tuple[str, object], int] = {}
+        # A function-call item's tool-call index, by its item id and by its output position.
+        self._by_item: dict[str, int] = {}
+        self._by_output: dict[int, int] = {}
         self._call_count = 0
+
+    def position(self, turn: str) -> ResponsePosition | None:
+        """Where the stream has been read to, once its response id and a number are known."""
+        if self.response_id is None or self.last_sequence_number is None:
+            return None
+        return ResponsePosition(
+            turn,
+            self.response_id,
+            self.last_sequence_number,
+            dict(self._by_item),
+            dict(self._by_output),
+        )
+
+    def resume_at(self, position: ResponsePosition) -> None:
+        """Go on reading the same response from ``position`` (another instance's)."""
+        self.response_id = position.response_id
+        self.last_sequence_number = position.after
+        self._by_item.update(position.items)
+        self._by_output.update(position.outputs)
+        choice = self._choices.get(0)
+        known = (
+            *self._by_item.values(),
+            *self._by_output.values(),
+            *(() if choice is None else choice.tool_calls),
+        )
+        self._call_count = max(known, default=-1) + 1
 
     def feed(self, event: object, name: str | None = None) -> tuple[ChoiceDelta, ...]:
         """Apply one parsed event; return the deltas of what grew (at most one).
@@ -201,9 +235,9 @@ class ResponsesAccumulator(ChoiceStore):
         output = event.get("output_index")
         output = output if is_index(output) else None
         # The item's id names it; its position counts only for an item without one.
-        index = self._calls.get(("item", item_id)) if item_id is not None else None
-        if index is None and item_id is None:
-            index = self._calls.get(("output", output))
+        index = self._by_item.get(item_id) if item_id is not None else None
+        if index is None and item_id is None and output is not None:
+            index = self._by_output.get(output)
         index = self._register(index, item_id, output)
         return self._grow_call(
             index,
@@ -220,9 +254,9 @@ class ResponsesAccumulator(ChoiceStore):
         item_id = nonempty_text(event.get("item_id"))
         output = event.get("output_index")
         output = output if is_index(output) else None
-        index = self._calls.get(("item", item_id))
-        if index is None:
-            index = self._calls.get(("output", output))
+        index = None if item_id is None else self._by_item.get(item_id)
+        if index is None and output is not None:
+            index = self._by_output.get(output)
         if index is None and item_id is None and output is None and self._call_count:
             index = self._call_count - 1  # nothing names the call: the newest one
         index = self._register(index, item_id, output)
@@ -234,9 +268,9 @@ class ResponsesAccumulator(ChoiceStore):
             index = self._call_count
             self._call_count += 1
         if item_id is not None:
-            self._calls["item", item_id] = index
+            self._by_item[item_id] = index
         if output is not None:
-            self._calls["output", output] = index
+            self._by_output[output] = index
         return index
 
     def _grow_call(

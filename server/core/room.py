@@ -20,6 +20,7 @@ from .messages import (
     Delta,
     ErrorInfo,
     PromptRequest,
+    ResponsePosition,
     SequencedEvent,
     Snapshot,
     ToolCallDelta,
@@ -491,10 +492,21 @@ class RoomState:
         turn = self._turns.get(turn_id)
         return 0 if turn is None else turn.acc.repairs
 
-    def upstream_resume_point(self, turn_id: TurnId) -> tuple[str, int] | None:
-        """A retained Responses turn's response id and last sequence number, once both known."""
+    def upstream_position(self, turn_id: TurnId) -> ResponsePosition | None:
+        """Where a retained Responses turn's stream has been read to, once known."""
         turn = self._turns.get(turn_id)
-        return None if turn is None else turn.resume_point()
+        return None if turn is None else turn.position()
+
+    def resume_upstream(self, position: ResponsePosition) -> bool:
+        """Go on with the streaming turn from another instance's upstream ``position``.
+
+        False when that turn is not the one streaming here.
+        """
+        turn = self._streaming
+        if turn is None or turn.id != position.turn:
+            return False
+        turn.resume_at(position)
+        return True
 
     def resume(self, epoch: str, since: int) -> tuple[SequencedEvent, ...] | None:
         """Every event after ``since`` when all are retained on this epoch, else None."""

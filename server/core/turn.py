@@ -8,6 +8,7 @@ from .messages import (
     ChoiceDelta,
     ErrorInfo,
     PromptRequest,
+    ResponsePosition,
     TurnEnding,
     TurnKind,
     TurnStatus,
@@ -109,14 +110,19 @@ class Turn:
         grown.extend(acc.feed(chunk))
         return None if acc.error is None else TurnEnding("failed", acc.error)
 
-    def resume_point(self) -> tuple[str, int] | None:
-        """Where a Responses stream can be re-attached: its response id and last sequence number.
-
-        None for a chat turn, or before both are known.
-        """
+    def position(self) -> ResponsePosition | None:
+        """Where a Responses stream can be re-attached; None for a chat turn or before known."""
         acc = self.acc
-        if not isinstance(acc, ResponsesAccumulator) or acc.response_id is None:
-            return None
-        if acc.last_sequence_number is None:
-            return None
-        return acc.response_id, acc.last_sequence_number
+        return acc.position(self.id) if isinstance(acc, ResponsesAccumulator) else None
+
+    def resume_at(self, position: ResponsePosition) -> None:
+        """Read the rest of a Responses stream another instance began (a replica's turn).
+
+        The text so far stays; what follows ``position`` extends it.
+        """
+        acc = ResponsesAccumulator(self._secrets)
+        for choice in self.acc.views():
+            acc.restore(choice)
+        acc.usage, acc.repairs = self.acc.usage, self.acc.repairs
+        acc.resume_at(position)
+        self.acc, self.api = acc, "responses"

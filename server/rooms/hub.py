@@ -23,7 +23,7 @@ from server.broker.memory import MemoryBroker, MemoryStore
 from server.config import RoomsConfig
 from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError, broker_unavailable, turn_in_progress
-from server.core.messages import PromptRequest, TurnEnd, TurnKind
+from server.core.messages import PromptRequest, ResponsePosition, TurnEnd, TurnKind
 from server.core.replica_rules import Input
 from server.core.responses_request import check_responses_options
 from server.core.room import RoomLimits, RoomState, TurnStarted
@@ -339,16 +339,29 @@ class Hub:
             raise
         log.info("room %s: turn %s started (seq %d)", state.name, started.turn, started.seq)
         assert self._runner is not None, "attach_runner() first"
-        room.task = asyncio.create_task(
+        self._produce(
+            room,
+            started.turn,
             self._runner.run(
                 room, started.turn, started.event.model, request.options, body, listener, api
             ),
-            name=f"turn-{started.turn}",
         )
-        task, turn = room.task, started.turn
+        return started
+
+    def _produce(self, room: Room, turn: TurnId, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``turn``'s upstream here, under the lease this instance holds."""
+        room.task = task = asyncio.create_task(work, name=f"turn-{turn}")
         task.add_done_callback(lambda _: self._turn_done(room, task, turn))
         room.lease_task = asyncio.create_task(self.writes.keep_lease(room))
-        return started
+
+    def resume_in_background(self) -> None:
+        """Background mode: a turn whose producer died goes on here from its upstream position."""
+        self.writes.resume = self._resume
+
+    def _resume(self, room: Room, position: ResponsePosition) -> None:
+        assert self._runner is not None, "attach_runner() first"
+        turn = TurnId(position.turn)
+        self._produce(room, turn, self._runner.resume(room, turn, position))
 
     async def _release(self, room: Room, fence: int) -> None:
         """Give back a lease that started nothing."""
@@ -423,11 +436,17 @@ class Hub:
                 raise ClientError(ErrorCode.TURN_ENDED, "the turn has already ended")
             await self.writes.catch_up(room, claim.seq)
             room.rules.on(Input.STEAL_OK, claim.fence)
+        position = None
+        if self.writes.resume is not None:  # background mode: the response runs on upstream
+            position = state.upstream_position(TurnId(turn_id))
+            position = position or await self.writes.stored_position(room, turn_id)
         end = room.state.cancel(turn_id, time.time())
         log.info("room %s: turn %s cancelled", state.name, turn_id)
         await self.writes.commit(room, (end,))
         if task is not None:
             task.cancel()
+        if position is not None and self._runner is not None:
+            self._spawn(self._runner.cancel_response(state.name, position.response_id))
         return end
 
     # --- upkeep ----------------------------------------------------------------------------

@@ -12,10 +12,16 @@ from typing import Any, Protocol
 
 from server.core.codes import ErrorCode
 from server.core.errors import UPSTREAM_TIMEOUT_MESSAGE, UpstreamError
-from server.core.messages import ErrorInfo, SequencedEvent, TurnEnd, temporary_error
+from server.core.messages import (
+    ErrorInfo,
+    ResponsePosition,
+    SequencedEvent,
+    TurnEnd,
+    temporary_error,
+)
 from server.core.retry import RetryPolicy, is_temporary, retry_delay
 from server.core.sse import LineTooLong, SSEDecoder, SSEEvent
-from server.core.types import TurnId, UpstreamApi
+from server.core.types import RoomName, TurnId, UpstreamApi
 from server.rooms.room import Room, TurnLost
 from server.rooms.turn_writes import TurnWrites
 from server.upstream.client import StreamBroken, UpstreamClient, UpstreamStatusError
@@ -85,10 +91,38 @@ class TurnRunner:
             if listener is not None:
                 listener.on_end()
 
+    async def resume(self, room: Room, turn_id: TurnId, position: ResponsePosition) -> None:
+        """Go on with a turn another instance produced, from its upstream position.
+
+        The background response is streamed again after the last event that instance stored
+        (``starting_after``); when it cannot be (gone, too old to stream) the turn ends
+        ``truncated``, its text kept.
+        """
+
+        def reattach() -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+            return self.upstream.reattach(position.response_id, position.after)
+
+        await self._stream(room, turn_id, reattach, None, resuming=True)
+
+    async def cancel_response(self, room: RoomName, response_id: str) -> None:
+        """Cancel a background response upstream (its turn was cancelled)."""
+        if await self.upstream.cancel_response(response_id):
+            log.info("room %s: upstream response cancelled", room)
+
     async def _stream(
-        self, room: Room, turn_id: TurnId, open_: Opener, listener: TurnListener | None
+        self,
+        room: Room,
+        turn_id: TurnId,
+        open_: Opener,
+        listener: TurnListener | None,
+        *,
+        resuming: bool = False,
     ) -> None:
-        """Attempt the request, again while it fails before its body and the policy allows."""
+        """Attempt the request, again while it fails before its body and the policy allows.
+
+        A request that fails for good fails the turn, unless ``resuming``: then the turn ends
+        as a broken stream does (``truncated``).
+        """
         state = room.state
         deadline = asyncio.get_running_loop().time() + self.upstream.config.total_timeout
         attempt = 0
@@ -102,6 +136,15 @@ class TurnRunner:
                     delay = retry_delay(
                         self.policy, attempt, exc.status, exc.code, exc.retry_after_ms
                     )
+                    if delay is None and resuming:
+                        log.warning(
+                            "room %s: turn %s: re-attaching failed (%s); ending it",
+                            state.name,
+                            turn_id,
+                            exc.code,
+                        )
+                        await self._end(room, room.state.end_stream(turn_id, time.time()))
+                        return
                     if delay is None:
                         await self._fail(room, turn_id, exc, listener)
                         return

@@ -13,12 +13,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from server.broker.base import Broker, BrokerUnavailable, Fenced, Record
-from server.core.codec import encode, stored_turn
+from server.core.codec import decode_position, dump_json, encode, stored_turn
 from server.core.errors import turn_in_progress
-from server.core.messages import PromptRequest, SequencedEvent, TurnEnd, TurnStart
+from server.core.messages import (
+    PromptRequest,
+    ResponsePosition,
+    SequencedEvent,
+    TurnEnd,
+    TurnStart,
+)
 from server.core.replica_rules import CLAIM_INPUTS, Action, Input
 from server.core.room import TurnStarted
 from server.core.types import TurnId
@@ -26,6 +32,9 @@ from server.rooms.replicas import Replicas
 from server.rooms.room import Room, TurnLost
 
 log = logging.getLogger(__name__)
+
+# Starts the turn's runner again from an upstream position; this instance holds the lease.
+Resume = Callable[[Room, ResponsePosition], None]
 
 CLAIM_ATTEMPTS = 4
 RETRY_SECONDS = 0.2  # between writes while the broker is down
@@ -37,6 +46,9 @@ class TurnWrites:
     def __init__(self, broker: Broker, replicas: Replicas) -> None:
         self.broker = broker
         self.replicas = replicas
+        # Background mode: each write keeps where the turn's upstream response was read to,
+        # and a turn whose producer died goes on here from there (``resume``).
+        self.resume: Resume | None = None
 
     async def commit(
         self, room: Room, events: Sequence[SequencedEvent], *, prompt_id: str | None = None
@@ -53,7 +65,10 @@ class TurnWrites:
         encoded = [encode(e) for e in events]
         records = [Record(e.seq, d, kind) for e, d in zip(events, encoded, strict=True)]
         started = (first.turn, prompt_id) if isinstance(first, TurnStart) else None
-        ended = None
+        ended = position = None
+        if self.resume is not None and not isinstance(last, TurnEnd):
+            at = state.upstream_position(TurnId(last.turn))
+            position = None if at is None else dump_json(at)
         if isinstance(last, TurnEnd):
             view = state.turn_view(TurnId(last.turn))
             assert view is not None, "a turn that just ended is retained"
@@ -61,7 +76,7 @@ class TurnWrites:
         room.pending += 1
         room.settled.clear()
         try:
-            reseeded = await self._append(room, records, started, ended)
+            reseeded = await self._append(room, records, started, ended, position)
         finally:
             room.pending -= 1
             if not room.pending:
@@ -77,6 +92,7 @@ class TurnWrites:
         records: Sequence[Record],
         started: tuple[str, str | None] | None,
         ended: bytes | None,
+        position: bytes | None,
     ) -> bool:
         """Store records in the order they were made.
 
@@ -89,7 +105,13 @@ class TurnWrites:
             while True:
                 try:
                     await self.broker.append(
-                        state.name, state.epoch, room.fence, records, started=started, ended=ended
+                        state.name,
+                        state.epoch,
+                        room.fence,
+                        records,
+                        started=started,
+                        ended=ended,
+                        position=position,
                     )
                     return False
                 except Fenced as exc:
@@ -193,8 +215,40 @@ class TurnWrites:
                 return
             await self.replicas.sync_now(room)
 
+    async def stored_position(self, room: Room, turn: str) -> ResponsePosition | None:
+        """The upstream position the broker keeps for ``turn``, if any (background mode)."""
+        data = await self.broker.position(room.state.name)
+        if data is None:
+            return None
+        try:
+            position = decode_position(data)
+        except ValueError as exc:
+            log.warning("room %s: unreadable upstream position: %s", room.state.name, exc)
+            return None
+        return position if position.turn == turn else None
+
+    async def _resumed(self, room: Room, turn: str) -> bool:
+        """Go on with an orphan turn from its upstream position, holding its lease now."""
+        assert self.resume is not None
+        position = await self.stored_position(room, turn)
+        if position is None or not room.state.resume_upstream(position):
+            return False
+        log.warning(
+            "room %s: turn %s lost its producer; re-attaching to its upstream response after "
+            "event %d",
+            room.state.name,
+            turn,
+            position.after,
+        )
+        self.resume(room, position)
+        return True
+
     async def end_orphan(self, room: Room, turn: str) -> None:
-        """End a turn whose producer stopped renewing its lease (it died): truncated."""
+        """End a turn whose producer stopped renewing its lease (it died): truncated.
+
+        In background mode the turn goes on here instead, re-attached to its upstream response
+        where the producer stopped reading, when the broker keeps that position.
+        """
         state = room.state
         claim = await self.broker.steal(state.name, state.epoch, turn, force=False)
         if claim.status == "gone":
@@ -203,6 +257,8 @@ class TurnWrites:
             return
         await self.catch_up(room, claim.seq)
         room.rules.on(Input.STEAL_OK, claim.fence)
+        if self.resume is not None and await self._resumed(room, turn):
+            return
         end = room.state.end_stream(TurnId(turn), time.time())
         if end is None:
             await self.broker.release(state.name, claim.fence)

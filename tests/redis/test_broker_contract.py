@@ -410,3 +410,21 @@ async def test_memory_writer_does_not_hear_its_own_records() -> None:
     await started_turn(a, epoch)
     assert [r.seq for _, _, r in heard_b.records] == [1]
     assert (heard_a.records, a.events_heard, b.events_heard) == ([], 0, 1)
+
+
+async def test_the_upstream_position_is_kept_with_the_turn_until_it_ends(pair: Pair) -> None:
+    """The position written with a turn's records is the last one, and goes when it ends."""
+    epoch = (await pair.a.load(ROOM, "e1")).epoch
+    assert await pair.b.position(ROOM) is None
+    fence = await started_turn(pair.a, epoch)
+    assert await pair.b.position(ROOM) is None
+    await pair.a.append(ROOM, epoch, fence, [rec(2)], position=b"at 2")
+    await pair.a.append(ROOM, epoch, fence, [rec(3)])  # no news: the last one stays
+    assert await pair.b.position(ROOM) == b"at 2"
+    await pair.a.append(ROOM, epoch, fence, [rec(4)], position=b"at 4")
+    assert await pair.b.position(ROOM) == b"at 4"
+    with pytest.raises(Fenced):  # a refused write changes nothing
+        await pair.b.append(ROOM, epoch, fence + 1, [rec(5)], position=b"nope")
+    assert await pair.b.position(ROOM) == b"at 4"
+    await pair.a.append(ROOM, epoch, fence, [rec(5)], ended=b"turn")
+    assert await pair.b.position(ROOM) is None

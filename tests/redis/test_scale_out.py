@@ -7,10 +7,7 @@ one turn at a time, Redis restarts, a producer killed mid-stream, a wiped Redis.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from typing import Any
 
 import aiohttp
@@ -22,9 +19,9 @@ from tests.integration.conftest import ServerFactory, ws_url
 from tests.integration.fake_upstream import FakeUpstream, Script, text_stream
 from tests.integration.viewer import Viewer
 
+from .processes import LEASE, healthy, serve_in_a_process
 from .redis_server import RedisServer, free_port
 
-LEASE = 1.0
 WORDS = [f" w{i}" for i in range(60)]
 SLOW = Script(chunks=text_stream(WORDS), gap=0.03, split=False)
 
@@ -325,23 +322,6 @@ async def test_a_flushed_redis_is_stored_again_from_a_replica(
     clean([watcher, fresh])
 
 
-def _serve_in_a_process(
-    redis: RedisServer, upstream: FakeUpstream, port: int
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "OPENAI_API_KEY": "sk-test-secret-key-0123456789",
-        "FANOUT_BROKER_LEASE_SECONDS": str(LEASE),
-        "FANOUT_UPSTREAM_MAX_RETRIES": "0",
-    }
-    args = [
-        sys.executable, "-m", "server", "serve",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--broker", redis.url, "--upstream-url", upstream.base_url,
-    ]  # fmt: skip
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 async def test_producer_killed_mid_stream_ends_the_turn_truncated_everywhere(
     make_server: ServerFactory,
     redis_server: RedisServer,
@@ -352,17 +332,10 @@ async def test_producer_killed_mid_stream_ends_the_turn_truncated_everywhere(
     upstream.always(Script(chunks=text_stream(WORDS), gap=0.1, split=False))
     (survivor,) = await instances(make_server, redis_server, 1)
     port = free_port()
-    producer = _serve_in_a_process(redis_server, upstream, port)
+    producer = serve_in_a_process(redis_server, upstream.base_url, port)
     try:
         base = f"http://127.0.0.1:{port}"
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    async with session.get(f"{base}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
+        await healthy(session, base)
         viewer = await watch(session, survivor, "doomed")
         other = await Viewer(session, f"ws://127.0.0.1:{port}/api/rooms/doomed/ws").connect()
         posted = await session.post(f"{base}/api/rooms/doomed/prompts", json={"content": "hi"})

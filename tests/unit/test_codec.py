@@ -11,6 +11,7 @@ import pytest
 from server.core.codec import (
     MAX_ID_CHARS,
     decode_client_frame,
+    decode_position,
     dump_json,
     encode,
     load_json_object,
@@ -28,6 +29,7 @@ from server.core.messages import (
     ErrorInfo,
     Presence,
     PromptRequest,
+    ResponsePosition,
     ServerMessage,
     Snapshot,
     ToolCallDelta,
@@ -424,3 +426,12 @@ def test_read_only_mappings_are_written_as_objects() -> None:
     assert dump_json({"options": options}) == b'{"options":{"temperature":0.5}}'
     with pytest.raises(TypeError, match="cannot encode"):
         dump_json({"a": object()})
+
+
+def test_an_upstream_position_round_trips_and_anything_else_is_refused() -> None:
+    """What the broker keeps of a turn's upstream position reads back the same, or not at all."""
+    position = ResponsePosition("t1", "resp_1", 41, {"fc_1": 0}, {2: 0})
+    assert decode_position(dump_json(position)) == position
+    for bad in (b"", b"[]", b'{"turn":"t1","response_id":"r","after":"41"}'):
+        with pytest.raises(ValueError, match=r"Expected|Input data|missing"):
+            decode_position(bad)

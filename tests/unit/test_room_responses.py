@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from server.core.messages import (
@@ -14,6 +15,7 @@ from server.core.messages import (
     Delta,
     ErrorInfo,
     PromptRequest,
+    ResponsePosition,
     SequencedEvent,
     ToolCallDelta,
     ToolCallView,
@@ -138,7 +140,7 @@ def test_a_responses_turn_streams_and_completes_with_tool_calls_and_usage() -> N
     )
     calls = (ToolCallView(0, "call_abc", "get_weather", '{"city":"Oslo"}'),)
     assert turn.choices == (ChoiceView(0, "Hello", "", "", calls, "tool_calls"),)
-    assert room.upstream_resume_point(T) == ("resp_123", 12)
+    assert at(room.upstream_position(T)) == ("resp_123", 12)
     assert run(room, oa("response.output_text.delta", 13, delta="late")) == []
 
 
@@ -259,6 +261,11 @@ def test_a_batch_stops_at_the_terminal_event_and_relays_only_what_came_before() 
     assert relayed == opening()
 
 
+def at(position: ResponsePosition | None) -> tuple[str, int] | None:
+    """A position's response id and sequence number."""
+    return None if position is None else (position.response_id, position.after)
+
+
 def test_a_replay_after_reattaching_adds_nothing() -> None:
     """Events fed again with the sequence numbers already taken make no delta."""
     room = started()
@@ -266,7 +273,7 @@ def test_a_replay_after_reattaching_adds_nothing() -> None:
     assert run(room, *opening()[3:]) == []
     more = run(room, oa("response.output_text.delta", 8, delta="!", item_id="msg_1"))
     assert [e.seq for e in first + more] == [2, 3, 4]
-    assert room.upstream_resume_point(T) == ("resp_123", 8)
+    assert at(room.upstream_position(T)) == ("resp_123", 8)
     assert room.turn_view(T) is not None
     assert room.snapshot().turns[0].choices[0].content == "Hello!"
 
@@ -275,15 +282,15 @@ def test_the_resume_point_needs_a_responses_turn_with_an_id_and_a_number() -> No
     """Chat turns, unknown turns, and Responses turns before both are known have none."""
     room = make_room()
     room.start_turn(PromptRequest("q"), turn_id=TurnId("c"), model="m", now=1.0)
-    assert room.upstream_resume_point(TurnId("c")) is None
-    assert room.upstream_resume_point(TurnId("nope")) is None
+    assert room.upstream_position(TurnId("c")) is None
+    assert room.upstream_position(TurnId("nope")) is None
     room.cancel("c", 2.0)
     started(room)
-    assert room.upstream_resume_point(T) is None
+    assert room.upstream_position(T) is None
     run(room, SSEEvent(json.dumps({"type": "response.created", "response": {"id": "r"}})))
-    assert room.upstream_resume_point(T) is None
+    assert room.upstream_position(T) is None
     run(room, oa("response.in_progress", 3))
-    assert room.upstream_resume_point(T) == ("r", 3)
+    assert at(room.upstream_position(T)) == ("r", 3)
 
 
 def test_a_replica_turn_can_speak_responses() -> None:
@@ -297,6 +304,38 @@ def test_a_replica_turn_can_speak_responses() -> None:
     for room in (replica, restored):
         (delta,) = run(room, oa("response.output_text.delta", 4, delta="x"))
         assert isinstance(delta, Delta)
-        assert room.upstream_resume_point(T) is None
+        assert room.upstream_position(T) is None
         run(room, oa("response.in_progress", 5, response={"id": "resp_9"}))
-        assert room.upstream_resume_point(T) == ("resp_9", 5)
+        assert at(room.upstream_position(T)) == ("resp_9", 5)
+
+
+def test_a_replica_goes_on_from_the_producers_position() -> None:
+    """A replica that only applied deltas takes over the stream where the producer stopped.
+
+    The events the producer read are not taken twice; arguments that follow extend the call
+    the replica already shows; a new call gets the next index.
+    """
+    producer = started()
+    events = [*opening(), *tool_call()[:2]]
+    made = run(producer, *events)
+    position = producer.upstream_position(T)
+    assert position is not None
+    assert (position.after, position.items, position.outputs) == (9, {"fc_1": 0}, {1: 0})
+    replica = RoomState.restore(producer.name, producer.epoch, producer.seed_view(1.0))
+    assert made
+    assert replica.upstream_position(T) is None  # a chat replica until told
+    assert not replica.resume_upstream(msgspec.structs.replace(position, turn="other"))
+    assert replica.resume_upstream(position)
+    later = [
+        *events,  # a re-attach that starts too early repeats them: nothing twice
+        *tool_call()[2:],
+        oa("response.output_item.added", 12, output_index=2, item={**FC_ITEM, "id": "fc_2"}),
+        oa("response.function_call_arguments.delta", 13, delta="{}", item_id="fc_2"),
+        oa("response.completed", 14, response=response("completed", usage=USAGE)),
+    ]
+    run(replica, *later)
+    run(producer, *later[len(events) :])
+    assert replica.snapshot().turns == producer.snapshot().turns
+    calls = replica.snapshot().turns[0].choices[0].tool_calls
+    assert [(c.index, c.arguments) for c in calls] == [(0, '{"city":"Oslo"}'), (1, "{}")]
+    assert not replica.resume_upstream(position)  # ended: nothing streams any more

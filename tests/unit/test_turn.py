@@ -104,7 +104,7 @@ def test_the_api_picks_the_accumulator(api: UpstreamApi, kind: type) -> None:
     assert isinstance(t.acc, ChoiceStore)
     assert t.api == api
     assert t.natural_status() == "truncated"
-    assert t.resume_point() is None
+    assert t.position() is None
 
 
 def test_a_store_applies_finishes_and_restores() -> None:
