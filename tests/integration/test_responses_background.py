@@ -1,0 +1,61 @@
+"""Background mode on one instance: positions kept as a turn streams; a cancel reaches upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from server.core.types import TurnId
+from server.http.keys import HUB
+from server.tools.mock_scenarios import answer_text
+from server.tools.mock_upstream import MOCK_STATS, MockSettings, MockStats, start_mock_upstream
+
+from .conftest import ServerFactory, viewer
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[tuple[str, MockStats]]:
+    """The built-in mock upstream, paced so a turn can be cancelled midway."""
+    runner, url = await start_mock_upstream(
+        "127.0.0.1", 0, MockSettings(tokens_per_second=20.0, ttft=0.05)
+    )
+    yield url, runner.app[MOCK_STATS]
+    await runner.cleanup()
+
+
+async def test_cancelling_a_background_turn_cancels_the_upstream_response(
+    make_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    mock: tuple[str, MockStats],
+) -> None:
+    """The turn ends cancelled for viewers and the response stops upstream; the room goes on."""
+    url, stats = mock
+    server = await make_server(
+        upstream__base_url=url, upstream__api="responses", upstream__background=True
+    )
+    a = await viewer(session, server, "bg")
+    await a.send({"type": "prompt", "content": "a long story", "id": "p1"})
+    await a.wait(lambda v: any(len(t.text()) > 10 for t in v.turns.values()))
+    (turn,) = a.turns
+    room = server.app[HUB].rooms["bg"]  # type: ignore[index]
+    position = room.state.upstream_position(TurnId(turn))
+    assert position is not None  # kept as the turn streams
+    assert position.response_id.startswith("resp_")
+    assert stats.last_request is not None
+    assert (stats.last_request["background"], stats.last_request["store"]) == (True, True)
+    await a.send({"type": "cancel", "turn": turn})
+    done = await a.wait_turn_end(turn)
+    assert done.end is not None
+    assert done.end["status"] == "cancelled"
+    async with asyncio.timeout(10):
+        while stats.responses_cancels == 0:  # noqa: ASYNC110 - it goes upstream after turn.end
+            await asyncio.sleep(0.02)
+    assert stats.responses_cancels == 1
+    await a.send({"type": "prompt", "content": "next"})
+    await a.wait(lambda v: len(v.turns) == 2)
+    nxt = await a.wait_turn_end(next(t for t in a.turns if t != turn), timeout=20)
+    assert nxt.text() == answer_text("next", 0)
+    assert a.problems == []
