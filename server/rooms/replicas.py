@@ -86,8 +86,8 @@ class Replicas:
                 log.info(
                     "room %s: turn %s ended elsewhere (%s)", state.name, event.turn, event.status
                 )
-                room.rules.on(Input.TURN_ENDED_ELSEWHERE)  # drop the fence, stop the upstream
-                room.task.cancel()
+                if Action.STOP_UPSTREAM in room.rules.on(Input.TURN_ENDED_ELSEWHERE):
+                    room.task.cancel()
 
     def need_sync(self, room: Room, *, reload: bool = False) -> None:
         """Catch the room up in the background (``reload``: rebuild it from the broker)."""
@@ -148,15 +148,15 @@ class Replicas:
         history is gone. A broker without the room gets this replica back (``reseed``), unless
         the replica is empty.
         """
-        old = room.state
-        create = not room.loaded or (not old.seq and not old.turn_count)
-        if create:
-            loaded: Loaded | None = await self.broker.load(old.name, secrets.token_hex(6))
-        else:
-            loaded = await self.broker.find(old.name)
+        loaded = await self.broker.find(room.state.name)
         if loaded is None:
-            await self._store_empty(room)
-            return
+            loaded = await self._store_empty(room)
+        if loaded is not None:
+            self._take(room, loaded)
+
+    def _take(self, room: Room, loaded: Loaded) -> None:
+        """Replace the replica with the room as the broker keeps it; tell its subscribers."""
+        old = room.state
         room.wiped_since = None
         now = time.time()
         ended = []
@@ -194,16 +194,20 @@ class Replicas:
             room.deliver(replay, [encoded.get(e.seq) or encode(e) for e in replay])
         room.last_event_at = time.monotonic()
 
-    async def _store_empty(self, room: Room) -> None:
-        """The broker has no history of a room this replica holds (it was wiped)."""
+    async def _store_empty(self, room: Room) -> Loaded | None:
+        """The broker has no history of the room: a new room, or one it lost (wiped).
+
+        Returns:
+            The room as the broker made it, when this instance knew nothing of it.
+        """
         now = time.monotonic()
-        if room.wiped_since is None:
+        if room.wiped_since is None and room.loaded:
             room.wiped_since = now
             log.warning("room %s: the broker lost the room (wiped?)", room.state.name)
         live_elsewhere = room.state.streaming_turn is not None and room.task is None
         what = store_empty(
             live_turn_elsewhere=live_elsewhere,
-            waited=now - room.wiped_since,
+            waited=now - (room.wiped_since or now),
             lease_seconds=self.broker.lease_seconds,
         )
         for action in room.rules.on(what):
@@ -211,6 +215,9 @@ class Replicas:
                 raise NotYet(room.state.name)
             if action is Action.RESEED:
                 await self.reseed(room, lease=False)
+            if action is Action.LOAD_NEW:
+                return await self.broker.load(room.state.name, secrets.token_hex(6))
+        return None
 
     async def reseed(self, room: Room, *, lease: bool) -> bool:
         """Store this replica as the room's new epoch (the broker lost the room).
@@ -254,8 +261,8 @@ class Replicas:
             len(seed.ended),
             f", turn {state.streaming_turn} streaming on" if state.streaming_turn else "",
         )
-        room.rules.on(Input.SEEDED, fence)
         room.wiped_since = None
-        state.epoch = epoch
-        room.history_lost()
+        if Action.NEW_EPOCH in room.rules.on(Input.SEEDED, fence):
+            state.epoch = epoch
+            room.history_lost()
         return True

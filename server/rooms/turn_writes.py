@@ -169,8 +169,8 @@ class TurnWrites:
                 return claim.fence
             if Action.ANSWER_KNOWN in actions and claim.turn is not None:
                 return TurnStarted(turn=TurnId(claim.turn), seq=claim.seq, event=None)
-            if Action.RETRY_CLAIM not in actions:
-                break  # busy, or an answer this standing does not expect
+            if Action.REFUSE_BUSY in actions or Action.RETRY_CLAIM not in actions:
+                break  # another turn streams, or an answer this standing does not expect
             if Action.END_ORPHAN in actions and claim.turn is not None:
                 await self.end_orphan(room, claim.turn)
             else:  # stale or epoch: catch up (the standing says whether to reload)

@@ -449,10 +449,13 @@ async def test_cancel_background(start_mock: MockFactory) -> None:
         )
         stream = await client.responses.retrieve(created.id, stream=True)
         seen = []
+        cancelled = None
         async for event in stream:
             seen.append(event)
-            if event.type == "response.output_text.delta":
-                cancelled = await client.responses.cancel(created.id)
+            if event.type == "response.output_text.delta" and cancelled is None:
+                cancelled = await client.responses.cancel(created.id)  # once: deltas in flight
+    assert cancelled is not None
+    async with asyncio.timeout(TIMEOUT), sdk(mock.url) as client:
         again = await client.responses.cancel(created.id)
         later = await client.responses.retrieve(created.id)
     assert cancelled.status == "cancelled"
