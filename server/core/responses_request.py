@@ -30,34 +30,54 @@ def _reasoning_effort(value: object, body: dict[str, Any]) -> None:
     body["reasoning"] = {"effort": value}
 
 
-def _function_tool(tool: object) -> object:
-    """``{"type":"function","function":{name, ...}}`` as ``{"type":"function", name, ...}``."""
-    if isinstance(tool, Mapping) and tool.get("type") == "function":
-        inner = tool.get("function")
+def _flat(value: object) -> object:
+    """Chat nests an object's fields under its type, the Responses API has them beside it.
+
+    ``{"type": "function", "function": {"name": ...}}`` becomes ``{"type": "function",
+    "name": ...}``; so do ``custom`` tools and tool choices, ``allowed_tools`` and a
+    ``json_schema`` response format. Anything else (a built-in tool, ``"auto"``, an object
+    already flat) is returned as it is.
+    """
+    if isinstance(value, Mapping):
+        kind = value.get("type")
+        inner = value.get(kind) if isinstance(kind, str) else None
         if isinstance(inner, Mapping):
-            return {"type": "function", **inner}
-    return tool  # already in the Responses shape, or a built-in tool
+            return {**inner, "type": kind}
+    return value
+
+
+def _tool(tool: object) -> object:
+    flat = _flat(tool)
+    if flat is tool or not isinstance(flat, dict):
+        return flat
+    if flat["type"] == "custom" and "format" in flat:
+        # A grammar format nests the same way: {"type": "grammar", "grammar": {...}}.
+        flat["format"] = _flat(flat["format"])
+    elif flat["type"] == "function":
+        # A chat function without ``strict`` is non-strict; the Responses API would make an
+        # unmarked one strict, rewriting its schema (every field required). Both keys are
+        # required there, and a chat function may leave its parameters out (it takes none).
+        flat.setdefault("strict", False)
+        flat.setdefault("parameters", None)
+    return flat
 
 
 def _tools(value: object, body: dict[str, Any]) -> None:
-    body["tools"] = [_function_tool(t) for t in value] if isinstance(value, list) else value
+    body["tools"] = [_tool(t) for t in value] if isinstance(value, list) else value
 
 
 def _tool_choice(value: object, body: dict[str, Any]) -> None:
-    if isinstance(value, Mapping) and value.get("type") == "function":
-        inner = value.get("function")
-        if isinstance(inner, Mapping) and "name" in inner:
-            value = {"type": "function", "name": inner["name"]}
-    body["tool_choice"] = value
+    choice = _flat(value)
+    if isinstance(choice, Mapping) and choice.get("type") == "allowed_tools":
+        tools = choice.get("tools")
+        if isinstance(tools, list):
+            # The allowed tools name tools, they define none: flattened, nothing added.
+            choice = {**choice, "tools": [_flat(t) for t in tools]}
+    body["tool_choice"] = choice
 
 
 def _response_format(value: object, body: dict[str, Any]) -> None:
-    fmt = value
-    if isinstance(value, Mapping) and value.get("type") == "json_schema":
-        schema = value.get("json_schema")
-        if isinstance(schema, Mapping):
-            fmt = {"type": "json_schema", **schema}
-    body["text"] = {"format": fmt}
+    body["text"] = {"format": _flat(value)}
 
 
 # A prompt option's chat name -> how it goes into a Responses request.
