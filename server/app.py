@@ -79,9 +79,9 @@ def create_app(
     app[SSE_STREAMS] = set()
     app[METRICS] = metrics = Metrics()
     app[HUB].metrics = metrics
-    app[HUB].upstream_api = config.upstream.api
+    app[HUB].producer.upstream_api = config.upstream.api
     if config.upstream.background:
-        app[HUB].resume_in_background()
+        app[HUB].producer.resume_in_background()
     gauges.watch(metrics, app[HUB], app[SOCKETS], app[SSE_STREAMS])
     limits = config.limits
     app[PROMPTS] = PromptAdmission(

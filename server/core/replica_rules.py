@@ -235,6 +235,22 @@ def store_empty(*, live_turn_elsewhere: bool, waited: float, lease_seconds: floa
     return Input.STORE_EMPTY
 
 
+def runner_done(*, producing: bool, writing: bool, unended: bool) -> Input | None:
+    """Classify a turn's runner finishing on the instance that produced the turn.
+
+    Storing a turn's end gives the lease up; still holding it, with no write on its way (a
+    cancel's ``turn.end`` may be), while the turn streams or nothing does, means its end was
+    never stored (the runner failed past its own error handling, or storing the end failed
+    after the replica ended it): ``ABANDONED``, so the room is given back, not left to it.
+
+    Args:
+        producing: this instance still holds the turn lease.
+        writing: a write of this instance is on its way to the broker.
+        unended: the replica's streaming turn is the runner's, or none.
+    """
+    return Input.ABANDONED if producing and not writing and unended else None
+
+
 CLAIM_INPUTS: dict[str, Input] = {
     "ok": Input.CLAIM_OK,
     "known": Input.CLAIM_KNOWN,

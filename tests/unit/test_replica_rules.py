@@ -17,6 +17,7 @@ from server.core.replica_rules import (
     ReplicaRules,
     Standing,
     heard,
+    runner_done,
     store_empty,
 )
 from server.core.room import RoomState
@@ -220,3 +221,18 @@ def test_an_idle_room_seeds_its_ended_turns_alone() -> None:
     assert (copy.seq, copy.turn_count, copy.streaming_turn) == (room.seq, 2, None)
     run_turn(copy, "t3", "three")
     assert [t.id for t in copy.snapshot().turns][-1] == "t3"
+
+
+@pytest.mark.parametrize(
+    ("producing", "writing", "unended", "what"),
+    [
+        (True, False, True, Input.ABANDONED),  # the end was never stored: give the room back
+        (True, True, True, None),  # a write is on its way (a cancel's turn.end)
+        (True, False, False, None),  # another turn streams now: not this runner's business
+        (False, False, True, None),  # the lease is no longer held: nothing to give back
+    ],
+)
+def test_a_runner_that_left_its_turn_unended_abandons_it(
+    producing: bool, writing: bool, unended: bool, what: Input | None
+) -> None:
+    assert runner_done(producing=producing, writing=writing, unended=unended) is what
