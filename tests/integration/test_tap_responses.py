@@ -26,6 +26,7 @@ from openai.types.responses import (
 
 from server.tools.mock_upstream import MOCK_STATS, MockSettings, MockStats, start_mock_upstream
 from tests.integration.conftest import ServerFactory, viewer
+from tests.integration.fake_upstream import FakeUpstream, Script
 from tests.integration.viewer import Viewer
 
 TIMEOUT = 15.0
@@ -292,3 +293,25 @@ async def test_openai_npm_package_through_the_responses_tap(
     (start,) = [f for f in watcher.frames if f["type"] == "turn.start"]
     assert start["prompt"] == "hello from node"
     await watcher.close()
+
+
+@pytest.mark.parametrize("configured", ["chat", "responses"])
+async def test_each_tap_calls_the_endpoint_of_its_own_api(
+    make_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    upstream: FakeUpstream,
+    configured: str,
+) -> None:
+    """upstream.api is for room prompts: each tap calls its own API's endpoint, whatever it says."""
+    server = await make_server(upstream__api=configured)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    async with session.post(
+        server.make_url("/v1/chat/completions"), json=chat, headers={"X-Room": "a"}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    upstream.always(Script(status=418, error_body={"error": {"message": "no", "code": "teapot"}}))
+    async with session.post(
+        server.make_url("/v1/responses"), json={"input": "x"}, headers={"X-Room": "a"}
+    ) as resp:
+        assert resp.status == 418
+    assert [r["_path"] for r in upstream.requests] == ["/v1/chat/completions", "/v1/responses"]
