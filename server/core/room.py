@@ -211,8 +211,11 @@ class RoomState:
         carries every string that grew. An end (``[DONE]``, an error) comes after it, and
         events after an end change nothing.
 
-        ``relay`` (the tap's caller) is given each event the turn took and went on after: never
-        the one that ended it nor any after, so what the caller gets agrees with the room.
+        ``relay`` (the tap's caller) is given each event the turn took and went on after, and
+        never any after its end, so what the caller gets agrees with the room. The event that
+        ended the turn is given only when it is a Responses terminal or error event (the SDKs
+        need it: ``Turn.relays_ending``); chat's ``[DONE]`` and errors, and data that is not
+        JSON, are not.
         """
         turn = self._streaming
         if turn is None or turn.id != turn_id:
@@ -222,6 +225,8 @@ class RoomState:
         for sse in batch:
             ending = turn.take(sse, grown)
             if ending is not None:
+                if relay is not None and turn.relays_ending():
+                    relay(sse)
                 break
             if relay is not None:
                 relay(sse)

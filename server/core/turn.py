@@ -110,6 +110,16 @@ class Turn:
         grown.extend(acc.feed(chunk))
         return None if acc.error is None else TurnEnding("failed", acc.error)
 
+    def relays_ending(self) -> bool:
+        """Whether a tap caller is given the event that ended this turn.
+
+        A Responses turn's terminal or ``error`` event, which the accumulator took: the SDKs
+        need it (the final response, or the failure). Chat Completions' ending events are not
+        relayed (the tap ends the caller's stream itself), nor a ``[DONE]`` or data that is not
+        JSON, which end a Responses turn without the accumulator.
+        """
+        return isinstance(self.acc, ResponsesAccumulator) and self.acc.ending is not None
+
     def position(self) -> ResponsePosition | None:
         """Where a Responses stream can be re-attached; None for a chat turn or before known."""
         acc = self.acc

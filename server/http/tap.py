@@ -1,116 +1,55 @@
-"""The OpenAI-compatible tap: ``POST /v1/chat/completions`` with ``X-Room``, ``GET /v1/models``.
+"""The OpenAI-compatible tap: chat completions and Responses with ``X-Room``, and models.
 
-One upstream request serves the caller (answered as the upstream would) and the room's
-viewers (who watch the turn live) at once.
+``POST /v1/chat/completions`` and ``POST /v1/responses`` with ``X-Room``: one upstream
+request serves the caller (answered as the upstream would) and the room's viewers (who watch
+the turn live) at once. ``GET /v1/models`` passes the upstream's list on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable
-from typing import Literal
 
 from aiohttp import web
 
 from server.core.codec import dump_json
-from server.core.codes import ErrorCode
-from server.core.errors import ClientError, UpstreamError
-from server.core.messages import PromptRequest
-from server.core.sse import SSEEvent
-from server.core.tap import (
-    TapFailure,
-    completion_object,
-    parse_tap_request,
-    relay_data,
-    tap_failure,
-)
+from server.core.errors import UpstreamError
+from server.core.tap import completion_object, parse_tap_request, relay_data, tap_failure
+from server.core.tap_responses import ResponsesRelay, parse_responses_tap_request
 from server.core.types import TurnId, parse_room_name
-from server.http.admission import enter_room
 from server.http.api import json_body
 from server.http.guards import guard
-from server.http.keys import CONFIG, HUB, PROMPTS, ROOM_BUDGET, UPSTREAM
+from server.http.keys import CONFIG, UPSTREAM
+from server.http.tap_relay import (
+    TapRelay,
+    failure_response,
+    json_response,
+    sse_bytes,
+    sse_response,
+    start_tap_turn,
+    tap_room,
+    upstream_error_response,
+    write_within,
+)
 from server.rooms.room import Room
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-Item = (
-    tuple[Literal["sse"], SSEEvent]
-    | tuple[Literal["error"], UpstreamError]
-    | tuple[Literal["end"], None]
-)
-
-
-class TapRelay:
-    """A TurnListener that queues the upstream's events for the tap's caller."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
-        self.closed = False
-
-    def on_sse(self, event: SSEEvent) -> None:
-        """Queue one upstream event."""
-        if not self.closed:
-            self.queue.put_nowait(("sse", event))
-
-    def on_error(self, error: UpstreamError) -> None:
-        """Queue the upstream's failure."""
-        if not self.closed:
-            self.queue.put_nowait(("error", error))
-
-    def on_end(self) -> None:
-        """Queue the end of the turn."""
-        if not self.closed:
-            self.queue.put_nowait(("end", None))
-
-
-def _upstream_error_response(error: UpstreamError) -> web.Response:
-    """The upstream's status and scrubbed error JSON, as the upstream sent them."""
-    payload = error.payload or {"error": {"message": error.message, "code": error.code}}
-    status = error.status if error.status and error.status >= 400 else 502
-    headers = {}
-    if error.retry_after_ms is not None:
-        headers["Retry-After"] = str(max(1, round(error.retry_after_ms / 1000)))
-    return web.Response(
-        body=dump_json(payload), status=status, content_type="application/json", headers=headers
-    )
-
 
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Relay one upstream chat completion to the caller while the room watches it."""
     config = request.app[CONFIG]
-    hub = request.app[HUB]
-    room_name = request.headers.get("X-Room")
-    if not room_name:
-        raise ClientError(
-            ErrorCode.BAD_REQUEST, "the X-Room header must name the room that watches"
-        )
-    name = parse_room_name(room_name)
-    caller = guard(request, config, name, "prompt")
+    name, principal = tap_room(request)
     tap = parse_tap_request(
         await json_body(request),
         default_model=config.upstream.model,
         include_usage=config.upstream.include_usage,
         max_prompt_chars=config.limits.max_prompt_chars,
     )
-    enter_room(hub, request.app[ROOM_BUDGET], name, caller.principal)
-    room = await hub.open(name)
-    relay = TapRelay()
-    started = await request.app[PROMPTS].submit(
-        hub,
-        room,
-        PromptRequest(content=tap.prompt, model=tap.model),
-        caller.principal,
-        default_model=config.upstream.model,
-        kind="tap",
-        body=tap.upstream_body,
-        listener=relay,
-    )
-    log.info("room %s: tap turn %s (stream=%s)", name, started.turn, tap.stream)
+    room, relay, started = await start_tap_turn(request, name, principal, tap, "chat")
     try:
         if tap.stream:
             timeout = config.server.sse_write_timeout_seconds
@@ -118,36 +57,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _complete(relay, room, started.turn)
     finally:
         relay.closed = True
-
-
-def _failure_response(failure: TapFailure) -> web.Response:
-    return web.Response(
-        body=dump_json(failure.body()), status=failure.status, content_type="application/json"
-    )
-
-
-def _sse(event: str | None, data: str) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
-    return f"{head}{lines}\n".encode()
-
-
-async def _write(request: web.Request, write: Awaitable[None], timeout: float) -> None:
-    """Write to the caller.
-
-    A caller whose socket takes nothing for ``timeout`` seconds stopped reading: its connection is
-    dropped (SSE streams get the same rule).
-
-    Raises:
-        ConnectionError: the caller went away or stopped reading.
-    """
-    try:
-        await asyncio.wait_for(write, timeout)
-    except TimeoutError:
-        log.info("a tap caller took nothing for %.1f s; dropping its stream", timeout)
-        if request.transport is not None:
-            request.transport.abort()
-        raise ConnectionResetError("the tap caller stopped reading") from None
 
 
 async def _relay_stream(
@@ -171,57 +80,121 @@ async def _relay_stream(
         while (item := await relay.queue.get())[0] != "end":
             if item[0] == "error":
                 if response is None:
-                    return _upstream_error_response(item[1])
+                    return upstream_error_response(item[1])
                 continue  # the turn's end says how it failed
             sse = item[1]
             data = relay_data(sse.data, wants_usage=wants_usage)
             if data is None:
                 continue
             if response is None:
-                response = _sse_response()
+                response = sse_response()
                 await response.prepare(request)
-            await _write(request, response.write(_sse(sse.event, data)), timeout)
+            await write_within(request, response.write(sse_bytes(sse.event, data)), timeout)
         failure = tap_failure(room.state.turn_view(turn_id))
         if failure is not None and response is None:
-            return _failure_response(failure)
+            return failure_response(failure)
         if response is None:
-            response = _sse_response()
+            response = sse_response()
             await response.prepare(request)
         if failure is None:
-            await _write(request, response.write(b"data: [DONE]\n\n"), timeout)
+            await write_within(request, response.write(b"data: [DONE]\n\n"), timeout)
         else:
-            await _write(
-                request, response.write(_sse(None, dump_json(failure.body()).decode())), timeout
+            await write_within(
+                request,
+                response.write(sse_bytes(None, dump_json(failure.body()).decode())),
+                timeout,
             )
-        await _write(request, response.write_eof(), timeout)
+        await write_within(request, response.write_eof(), timeout)
     except ConnectionError:
         log.info("tap caller went away or stopped reading; the room's turn goes on")
     assert response is not None  # a connection error comes from prepare or a write
     return response
 
 
-def _sse_response() -> web.StreamResponse:
-    return web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-
-
 async def _complete(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Response:
     """One ``chat.completion`` once the turn completed, else the error JSON with its status."""
     while (item := await relay.queue.get())[0] != "end":
         if item[0] == "error":
-            return _upstream_error_response(item[1])
+            return upstream_error_response(item[1])
     turn = room.state.turn_view(turn_id)  # the room's state now: it may have been reloaded
     failure = tap_failure(turn)
     if failure is not None:
-        return _failure_response(failure)
+        return failure_response(failure)
     assert turn is not None  # tap_failure reports a forgotten turn
     body = completion_object(turn, completion_id=f"chatcmpl-{turn_id}", created=int(time.time()))
     return web.Response(body=dump_json(body), content_type="application/json")
+
+
+@routes.post("/v1/responses")
+async def responses(request: web.Request) -> web.StreamResponse:
+    """Relay one upstream Responses API response to the caller while the room watches it."""
+    config = request.app[CONFIG]
+    name, principal = tap_room(request)
+    tap = parse_responses_tap_request(
+        await json_body(request),
+        default_model=config.upstream.model,
+        max_prompt_chars=config.limits.max_prompt_chars,
+    )
+    room, relay, started = await start_tap_turn(request, name, principal, tap, "responses")
+    try:
+        if tap.stream:
+            timeout = config.server.sse_write_timeout_seconds
+            return await _relay_events(request, relay, room, started.turn, timeout)
+        return await _final_response(relay, room, started.turn)
+    finally:
+        relay.closed = True
+
+
+async def _relay_events(
+    request: web.Request, relay: TapRelay, room: Room, turn_id: TurnId, timeout: float
+) -> web.StreamResponse:
+    """Relay the upstream's Responses events; the status line waits for the first one.
+
+    As for chat (``_relay_stream``), with what a Responses stream needs instead of
+    ``[DONE]``: the terminal event that ended the turn is relayed, and a turn that did not
+    complete ends the stream with its failure (``ResponsesRelay.closing``).
+    """
+    events = ResponsesRelay()
+    response: web.StreamResponse | None = None
+    try:
+        while (item := await relay.queue.get())[0] != "end":
+            if item[0] == "error":
+                if response is None:
+                    return upstream_error_response(item[1])
+                continue  # the turn's end says how it failed
+            sse = item[1]
+            data = events.take(sse.event, sse.data)
+            if data is None:
+                continue
+            if response is None:
+                response = sse_response()
+                await response.prepare(request)
+            await write_within(request, response.write(sse_bytes(sse.event, data)), timeout)
+        turn = room.state.turn_view(turn_id)
+        failure = tap_failure(turn)
+        if failure is not None and response is None:
+            return failure_response(failure)
+        if response is None:
+            response = sse_response()
+            await response.prepare(request)
+        closing = events.closing(turn)
+        if closing is not None:
+            await write_within(request, response.write(sse_bytes(*closing)), timeout)
+        await write_within(request, response.write_eof(), timeout)
+    except ConnectionError:
+        log.info("tap caller went away or stopped reading; the room's turn goes on")
+    assert response is not None  # a connection error comes from prepare or a write
+    return response
+
+
+async def _final_response(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Response:
+    """The final ``Response`` once the turn completed, else the error JSON with its status."""
+    events = ResponsesRelay()
+    while (item := await relay.queue.get())[0] != "end":
+        if item[0] == "error":
+            return upstream_error_response(item[1])
+        events.take(item[1].event, item[1].data)
+    return json_response(*events.answer(room.state.turn_view(turn_id)))
 
 
 @routes.get("/v1/models")
@@ -236,5 +209,5 @@ async def models(request: web.Request) -> web.Response:
     try:
         status, body = await request.app[UPSTREAM].models()
     except UpstreamError as exc:
-        return _upstream_error_response(exc)
+        return upstream_error_response(exc)
     return web.Response(body=body, status=status, content_type="application/json")

@@ -123,6 +123,8 @@ class FakeUpstream:
         """Listen on 127.0.0.1 port 0; return the base URL with /v1."""
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        # The Responses endpoint answers from the same scripts: a test scripts its events.
+        app.router.add_post("/v1/responses", self._chat)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -148,8 +150,10 @@ class FakeUpstream:
         )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        """Answer one create request (either API) from its script; record the request."""
         body = await request.json()
         body["_headers"] = {k.lower(): v for k, v in request.headers.items()}
+        body["_path"] = request.path
         self.requests.append(body)
         self.started.set()
         script = self.script_for(body)

@@ -248,8 +248,8 @@ def test_a_body_that_ends_without_a_terminal_event_is_truncated() -> None:
     assert view.choices[0].content == "Hello"
 
 
-def test_a_batch_stops_at_the_terminal_event_and_relays_only_what_came_before() -> None:
-    """In one batch: one delta of what grew, then the end; events after it are not taken."""
+def test_a_batch_stops_at_the_terminal_event_and_relays_it_last() -> None:
+    """One batch: one delta, then the end; the relay gets the terminal event, nothing after it."""
     room = started()
     relayed: list[SSEEvent] = []
     completed = oa("response.completed", 8, response=response("completed"))
@@ -258,7 +258,32 @@ def test_a_batch_stops_at_the_terminal_event_and_relays_only_what_came_before() 
     assert [type(e) for e in out] == [Delta, TurnEnd]
     assert isinstance(out[0], Delta)
     assert out[0].choices == (ChoiceDelta(0, content="Hello"),)
-    assert relayed == opening()
+    assert relayed == [*opening(), completed]
+
+
+@pytest.mark.parametrize(
+    ("ending", "relayed_too"),
+    [
+        (oa("response.completed", 8, response=response("completed")), True),
+        (oa("response.incomplete", 8, response=response("incomplete")), True),
+        (oa("response.failed", 8, response=response("failed", error={"message": "x"})), True),
+        (oa("error", 8, code="server_error", message="boom"), True),
+        (SSEEvent('"boom"', "error"), True),
+        (SSEEvent("[DONE]"), False),
+        (SSEEvent("{not json", "response.completed"), False),
+    ],
+)
+def test_the_relay_gets_the_ending_event_only_when_the_responses_stream_sent_it(
+    ending: SSEEvent, relayed_too: bool
+) -> None:
+    """Terminal and error events reach the relay; a [DONE] or a bad chunk that ends it do not."""
+    room = started()
+    relayed: list[SSEEvent] = []
+    room.feed_many(T, [*opening(), ending], 20.0, relay=relayed.append)
+    assert room.streaming_turn is None
+    assert relayed == [*opening(), *([ending] if relayed_too else [])]
+    room.feed_many(T, [oa("response.output_text.delta", 9, delta="late")], 21.0, relayed.append)
+    assert len(relayed) == len(opening()) + relayed_too
 
 
 def at(position: ResponsePosition | None) -> tuple[str, int] | None:
