@@ -16,7 +16,7 @@ from typing import Any, get_args
 
 from server.core.errors import ConfigError
 from server.core.origins import host_name
-from server.core.room import RoomLimits
+from server.core.room_limits import RoomLimits
 from server.core.types import UpstreamApi
 
 

@@ -7,7 +7,7 @@ import secrets
 import socket
 
 from server.config import BrokerConfig
-from server.core.room import RoomLimits
+from server.core.room_limits import RoomLimits
 
 from .base import Broker
 from .memory import MemoryBroker, MemoryStore

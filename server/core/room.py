@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .codes import ErrorCode
 from .errors import UPSTREAM_TIMEOUT_MESSAGE, ClientError, turn_in_progress
+from .history import ChatMessage, history_messages
 from .merge import merge_choices
 from .messages import (
     ChoiceDelta,
@@ -31,70 +32,13 @@ from .messages import (
     TurnStatus,
     TurnView,
 )
+from .room_limits import RoomLimits, event_size, text_size, turn_size
 from .sse import SSEEvent
 from .turn import Turn
 from .types import RoomName, TurnId, UpstreamApi
 
-ChatMessage = dict[str, str]
-
 # Idempotency keys are kept while their turn is retained or in the log, within this cap.
 MAX_PROMPT_IDS = 4096
-# What an event or a turn costs beyond its text (its fields, the objects that hold them).
-EVENT_OVERHEAD = 64
-
-
-def text_size(text: str) -> int:
-    """The bytes of ``text`` in UTF-8 (a lone surrogate, never stored by design, counts 1)."""
-    return len(text.encode("utf-8", "replace"))
-
-
-def event_size(event: SequencedEvent) -> int:
-    """About what a retained event costs: its text plus a fixed overhead."""
-    if isinstance(event, Delta):
-        size = EVENT_OVERHEAD
-        for choice in event.choices:
-            for text in (choice.content, choice.reasoning, choice.refusal):
-                size += 0 if text is None else text_size(text)
-            for call in choice.tool_calls:
-                for text in (call.id, call.name, call.arguments):
-                    size += 0 if text is None else text_size(text)
-        return size
-    if isinstance(event, TurnStart):
-        return EVENT_OVERHEAD + text_size(event.prompt) + text_size(event.model)
-    return EVENT_OVERHEAD
-
-
-def turn_size(view: TurnView) -> int:
-    """About what a kept turn costs: its prompt and every string of its answer."""
-    size = EVENT_OVERHEAD + text_size(view.prompt)
-    for choice in view.choices:
-        size += text_size(choice.content) + text_size(choice.reasoning)
-        size += text_size(choice.refusal)
-        for call in choice.tool_calls:
-            size += text_size(call.id or "") + text_size(call.name or "")
-            size += text_size(call.arguments)
-    return size
-
-
-@dataclass(frozen=True, slots=True)
-class RoomLimits:
-    """How much a room remembers; every bound is a config key."""
-
-    retained_events: int = 10_000
-    snapshot_turns: int = 20
-    history_turns: int = 10
-    # Bytes of text (0 = unlimited): what the room keeps (its log and ended turns; the
-    # oldest go first, the newest turn always stays) and what goes upstream as history.
-    max_bytes: int = 0
-    history_bytes: int = 0
-
-    @property
-    def kept_turns(self) -> int:
-        """How many ended turns a room (and its broker) keeps.
-
-        Enough for the snapshot and for the history, and at least one.
-        """
-        return max(self.snapshot_turns, self.history_turns, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,24 +476,9 @@ class RoomState:
         """
         prompt = self._turns[turn_id].prompt
         earlier = [t for t in self._turns.values() if t.kind == "room" and t.id != turn_id]
-        limit, budget = self.limits.history_turns, self.limits.history_bytes
-        room_left = budget - text_size(prompt) if budget else None
-        history: list[ChatMessage] = []
-        for turn in reversed(earlier[-limit:] if limit > 0 else []):
-            answer = turn.acc.content(0)
-            if room_left is not None:
-                room_left -= text_size(turn.prompt) + text_size(answer)
-                if room_left < 0:
-                    break
-            if answer:
-                history.append({"role": "assistant", "content": answer})
-            history.append({"role": "user", "content": turn.prompt})
-        messages: list[ChatMessage] = []
-        if system_prompt:
-            messages.append({"role": "system", "content": system_prompt})
-        messages.extend(reversed(history))
-        messages.append({"role": "user", "content": prompt})
-        return messages
+        return history_messages(
+            ((t.prompt, t.acc.content(0)) for t in earlier), prompt, system_prompt, self.limits
+        )
 
     # --- viewers -------------------------------------------------------------------------
 

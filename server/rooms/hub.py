@@ -24,7 +24,8 @@ from server.core.codes import CloseCode, ErrorCode
 from server.core.errors import ClientError, broker_unavailable
 from server.core.messages import PromptRequest, TurnEnd
 from server.core.replica_rules import Input
-from server.core.room import RoomLimits, RoomState, TurnStarted
+from server.core.room import RoomState, TurnStarted
+from server.core.room_limits import RoomLimits
 from server.core.types import RoomName
 from server.rooms.producer import Producer
 from server.rooms.replicas import WAIT_SECONDS, NotYet, Replicas

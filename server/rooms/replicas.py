@@ -19,7 +19,8 @@ from server.broker.base import Broker, BrokerUnavailable, Loaded, Record, Seed
 from server.core.codec import decode_event, encode, stored_turn, turn_from_store
 from server.core.messages import SequencedEvent, TurnEnd, TurnKind
 from server.core.replica_rules import Action, Input, heard, store_empty
-from server.core.room import RoomLimits, RoomState, StoredRoom
+from server.core.room import RoomState, StoredRoom
+from server.core.room_limits import RoomLimits
 from server.core.types import RoomName
 from server.rooms.room import Room
 

@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from server.core.messages import ChoiceDelta, Delta, ServerMessage
-from server.core.room import RoomLimits, RoomState
+from server.core.room import RoomState
+from server.core.room_limits import RoomLimits
 from server.core.types import RoomName
 from server.rooms import rounds
 from server.rooms.room import Room

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from server.core.messages import PromptRequest, SequencedEvent, TurnStart
-from server.core.room import RoomLimits, RoomState
+from server.core.room import RoomState
+from server.core.room_limits import RoomLimits
 from server.core.sse import SSEEvent
 from server.core.types import RoomName, TurnId
 

@@ -12,7 +12,7 @@ import pytest
 from server.broker import make_broker
 from server.broker.memory import MemoryBroker
 from server.config import BrokerConfig, RoomsConfig, load_config
-from server.core.room import RoomLimits
+from server.core.room_limits import RoomLimits
 from server.rooms.hub import HubLimits
 
 # Every [rooms] key that bounds a room, with a value no default has.

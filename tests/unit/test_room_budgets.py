@@ -17,14 +17,8 @@ from server.core.messages import (
     TurnStart,
     TurnView,
 )
-from server.core.room import (
-    EVENT_OVERHEAD,
-    RoomLimits,
-    StoredRoom,
-    event_size,
-    text_size,
-    turn_size,
-)
+from server.core.room import StoredRoom
+from server.core.room_limits import EVENT_OVERHEAD, RoomLimits, event_size, text_size, turn_size
 from server.core.types import TurnId
 from tests.unit.room_helpers import DONE, feed, make_room, run_turn, start, text
 

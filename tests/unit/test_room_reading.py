@@ -7,7 +7,8 @@ import pytest
 from server.core import room as room_module
 from server.core.errors import ClientError
 from server.core.messages import PromptRequest, SequencedEvent
-from server.core.room import RoomLimits, RoomState
+from server.core.room import RoomState
+from server.core.room_limits import RoomLimits
 from server.core.types import TurnId
 from tests.unit.room_helpers import DONE, feed, make_room, run_turn, start, text
 
