@@ -24,7 +24,6 @@ from .messages import (
     ResponsePosition,
     SequencedEvent,
     Snapshot,
-    ToolCallDelta,
     TurnEnd,
     TurnEnding,
     TurnKind,
@@ -315,35 +314,16 @@ class RoomState:
         self.seq = event.seq
         self._append(event)
         if isinstance(event, TurnStart):
-            if start and TurnId(event.turn) not in self._turns:
-                request = PromptRequest(event.prompt)
-                turn_id = TurnId(event.turn)
-                fresh = Turn(
-                    turn_id,
-                    request,
-                    event.model,
-                    event.started_at,
-                    kind,
-                    event.seq,
-                    self._secrets,
-                    api,
-                )
+            turn_id = TurnId(event.turn)
+            if start and turn_id not in self._turns:
+                fresh = Turn.started(event, kind, self._secrets, api)
                 self._turns[turn_id] = self._streaming = fresh
                 self.turn_count += 1
             return
         turn = self._streaming
-        if turn is None or turn.id != event.turn:
-            return
-        if isinstance(event, Delta):
-            for choice in event.choices:
-                turn.acc.apply(choice)
-            return
-        for end in event.choices:
-            turn.acc.finish(end.index, end.finish_reason)
-        turn.acc.usage = event.usage
-        turn.status, turn.error, turn.ended_at = event.status, event.error, now
-        self._streaming = None
-        self._keep(turn)
+        if turn is not None and turn.id == event.turn and turn.apply(event, now):
+            self._streaming = None
+            self._keep(turn)
 
     @classmethod
     def restore(
@@ -363,19 +343,7 @@ class RoomState:
         """
         state = cls(name, epoch, limits, secrets)
         for view, kind in stored.ended:
-            turn = Turn(
-                TurnId(view.id),
-                PromptRequest(view.prompt),
-                view.model,
-                view.started_at,
-                kind,
-                0,
-                secrets,
-            )
-            for choice in view.choices:
-                turn.acc.restore(choice)
-            turn.acc.usage = view.usage
-            turn.status, turn.error, turn.ended_at = view.status, view.error, view.ended_at
+            turn = Turn.ended(view, kind, secrets)
             state._turns[turn.id] = turn
             state._keep(turn)
         state.seq = stored.events[0][0].seq - 1 if stored.events else stored.seq
@@ -397,19 +365,7 @@ class RoomState:
         ended = [(t.view(), t.kind) for t in self._turns.values() if t is not live]
         events: list[tuple[SequencedEvent, TurnKind]] = []
         if live is not None:
-            grown = tuple(
-                ChoiceDelta(
-                    view.index,
-                    view.content or None,
-                    view.reasoning or None,
-                    view.refusal or None,
-                    tuple(
-                        ToolCallDelta(call.index, call.id, call.name, call.arguments or None)
-                        for call in view.tool_calls
-                    ),
-                )
-                for view in live.acc.views()
-            )
+            grown = live.grown_so_far()
             start_seq = self.seq - 1 if grown and self.seq > live.seq else self.seq
             start = TurnStart(start_seq, live.id, live.prompt, live.model, live.started_at)
             events.append((start, live.kind))

@@ -6,11 +6,15 @@ from .accumulator import ChunkAccumulator, error_info
 from .codes import ErrorCode
 from .messages import (
     ChoiceDelta,
+    Delta,
     ErrorInfo,
     PromptRequest,
     ResponsePosition,
+    ToolCallDelta,
+    TurnEnd,
     TurnEnding,
     TurnKind,
+    TurnStart,
     TurnStatus,
     TurnView,
 )
@@ -64,6 +68,61 @@ class Turn:
         )
         self.size = 0  # measured once it has ended (``RoomState._keep``)
         self._secrets = secrets
+
+    @classmethod
+    def started(
+        cls, event: TurnStart, kind: TurnKind, secrets: tuple[str, ...], api: UpstreamApi
+    ) -> Turn:
+        """A turn another instance started (a replica's), streaming from ``event``."""
+        request = PromptRequest(event.prompt)
+        turn_id = TurnId(event.turn)
+        return cls(turn_id, request, event.model, event.started_at, kind, event.seq, secrets, api)
+
+    @classmethod
+    def ended(cls, view: TurnView, kind: TurnKind, secrets: tuple[str, ...]) -> Turn:
+        """An ended turn as a broker keeps it (its view)."""
+        turn = cls(
+            TurnId(view.id),
+            PromptRequest(view.prompt),
+            view.model,
+            view.started_at,
+            kind,
+            0,
+            secrets,
+        )
+        for choice in view.choices:
+            turn.acc.restore(choice)
+        turn.acc.usage = view.usage
+        turn.status, turn.error, turn.ended_at = view.status, view.error, view.ended_at
+        return turn
+
+    def apply(self, event: Delta | TurnEnd, now: float) -> bool:
+        """Apply another instance's event of this turn; True when it ended the turn."""
+        if isinstance(event, Delta):
+            for choice in event.choices:
+                self.acc.apply(choice)
+            return False
+        for end in event.choices:
+            self.acc.finish(end.index, end.finish_reason)
+        self.acc.usage = event.usage
+        self.status, self.error, self.ended_at = event.status, event.error, now
+        return True
+
+    def grown_so_far(self) -> tuple[ChoiceDelta, ...]:
+        """Everything the turn has, as one delta's choices (a seed after a wipe)."""
+        return tuple(
+            ChoiceDelta(
+                view.index,
+                view.content or None,
+                view.reasoning or None,
+                view.refusal or None,
+                tuple(
+                    ToolCallDelta(call.index, call.id, call.name, call.arguments or None)
+                    for call in view.tool_calls
+                ),
+            )
+            for view in self.acc.views()
+        )
 
     def view(self) -> TurnView:
         """The turn as a snapshot shows it."""

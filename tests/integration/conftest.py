@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import LooseHeaders
@@ -14,6 +16,7 @@ from aiohttp.typedefs import LooseHeaders
 from server.app import create_app
 from server.config import Secret, load_config
 from server.core.clock import Alarms
+from server.tools.mock_upstream import MOCK_STATS, MockSettings, MockStats, start_mock_upstream
 
 from .fake_upstream import FakeUpstream
 from .viewer import Viewer
@@ -119,3 +122,40 @@ async def post_prompt(
     url = server.make_url(f"/api/rooms/{room}/prompts")
     async with session.post(url, json=body, headers=headers or {}) as resp:
         return resp.status, await resp.json()
+
+
+# --- the built-in mock upstream ---------------------------------------------------------------
+
+
+@dataclass
+class Mock:
+    """A running mock upstream: its base URL and what it saw."""
+
+    url: str
+    stats: MockStats
+
+
+MockFactory = Callable[..., Awaitable[Mock]]
+
+
+@pytest.fixture
+async def start_mock() -> AsyncIterator[MockFactory]:
+    """Start mock upstreams on 127.0.0.1 port 0; MockSettings fields as kwargs (fast defaults)."""
+    runners = []
+
+    async def start(**overrides: Any) -> Mock:
+        settings = MockSettings(**{"tokens_per_second": 0.0, "ttft": 0.0, **overrides})
+        runner, url = await start_mock_upstream("127.0.0.1", 0, settings)
+        runners.append(runner)
+        return Mock(url, runner.app[MOCK_STATS])
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def sdk(url: str, api_key: str = "x") -> openai.AsyncOpenAI:
+    """An SDK client on the aiohttp transport, without retries."""
+    return openai.AsyncOpenAI(
+        base_url=url, api_key=api_key, max_retries=0, http_client=openai.DefaultAioHttpClient()
+    )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -33,50 +32,18 @@ from server.tools.mock_upstream import (
     start_mock_upstream,
 )
 
+from .conftest import Mock, MockFactory, sdk
+
 TIMEOUT = 5.0
 PROMPT = "Quelle est la météo à Paris aujourd'hui, s'il te plaît ?"
 WEATHER = {"city": "Paris", "unit": "celsius"}
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 
 
-@dataclass
-class Mock:
-    """A running mock upstream."""
-
-    url: str
-    stats: MockStats
-
-
-MockFactory = Callable[..., Awaitable[Mock]]
-
-
-@pytest.fixture
-async def start_mock() -> AsyncIterator[MockFactory]:
-    """Start mock upstreams on 127.0.0.1 port 0; MockSettings fields as kwargs (fast defaults)."""
-    runners = []
-
-    async def start(**overrides: Any) -> Mock:
-        settings = MockSettings(**{"tokens_per_second": 0.0, "ttft": 0.0, **overrides})
-        runner, url = await start_mock_upstream("127.0.0.1", 0, settings)
-        runners.append(runner)
-        return Mock(url, runner.app[MOCK_STATS])
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
 @pytest.fixture
 async def mock(start_mock: MockFactory) -> Mock:
     """One fast mock upstream."""
     return await start_mock()
-
-
-def sdk(url: str, api_key: str = "x") -> openai.AsyncOpenAI:
-    """An SDK client on the aiohttp transport, without retries."""
-    return openai.AsyncOpenAI(
-        base_url=url, api_key=api_key, max_retries=0, http_client=openai.DefaultAioHttpClient()
-    )
 
 
 @pytest.fixture

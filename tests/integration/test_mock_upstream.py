@@ -8,8 +8,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -36,8 +35,9 @@ from server.tools.mock_upstream import (
     MockSettings,
     MockStats,
     create_mock_app,
-    start_mock_upstream,
 )
+
+from .conftest import Mock, MockFactory, sdk
 
 TIMEOUT = 5.0
 PROMPT = "Quelle est la météo à Paris aujourd'hui, s'il te plaît ?"
@@ -45,44 +45,10 @@ MESSAGES: list[Any] = [{"role": "user", "content": PROMPT}]
 WEATHER = {"city": "Paris", "unit": "celsius"}
 
 
-@dataclass
-class Mock:
-    """A running mock upstream."""
-
-    url: str
-    stats: MockStats
-
-
-MockFactory = Callable[..., Awaitable[Mock]]
-
-
-@pytest.fixture
-async def start_mock() -> AsyncIterator[MockFactory]:
-    """Start mock upstreams on 127.0.0.1 port 0; MockSettings fields as kwargs (fast defaults)."""
-    runners = []
-
-    async def start(**overrides: Any) -> Mock:
-        settings = MockSettings(**{"tokens_per_second": 0.0, "ttft": 0.0, **overrides})
-        runner, url = await start_mock_upstream("127.0.0.1", 0, settings)
-        runners.append(runner)
-        return Mock(url, runner.app[MOCK_STATS])
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
 @pytest.fixture
 async def mock(start_mock: MockFactory) -> Mock:
     """One fast mock upstream."""
     return await start_mock()
-
-
-def sdk(url: str, api_key: str = "x") -> openai.AsyncOpenAI:
-    """An SDK client on the aiohttp transport, without retries."""
-    return openai.AsyncOpenAI(
-        base_url=url, api_key=api_key, max_retries=0, http_client=openai.DefaultAioHttpClient()
-    )
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -11,28 +10,23 @@ import pytest
 from server.core.types import TurnId
 from server.http.keys import HUB
 from server.tools.mock_scenarios import answer_text
-from server.tools.mock_upstream import MOCK_STATS, MockSettings, MockStats, start_mock_upstream
 
-from .conftest import ServerFactory, viewer
+from .conftest import Mock, MockFactory, ServerFactory, viewer
 
 
 @pytest.fixture
-async def mock() -> AsyncIterator[tuple[str, MockStats]]:
+async def mock(start_mock: MockFactory) -> Mock:
     """The built-in mock upstream, paced so a turn can be cancelled midway."""
-    runner, url = await start_mock_upstream(
-        "127.0.0.1", 0, MockSettings(tokens_per_second=20.0, ttft=0.05)
-    )
-    yield url, runner.app[MOCK_STATS]
-    await runner.cleanup()
+    return await start_mock(tokens_per_second=20.0, ttft=0.05)
 
 
 async def test_cancelling_a_background_turn_cancels_the_upstream_response(
     make_server: ServerFactory,
     session: aiohttp.ClientSession,
-    mock: tuple[str, MockStats],
+    mock: Mock,
 ) -> None:
     """The turn ends cancelled for viewers and the response stops upstream; the room goes on."""
-    url, stats = mock
+    url, stats = mock.url, mock.stats
     server = await make_server(
         upstream__base_url=url, upstream__api="responses", upstream__background=True
     )

@@ -8,7 +8,6 @@ errors end the turn failed as they do on a chat upstream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +23,9 @@ from server.tools.mock_scenarios import (
     answer_text,
     tokenize,
 )
-from server.tools.mock_upstream import MOCK_STATS, MockSettings, MockStats, start_mock_upstream
 from server.tools.rebuild import TurnText
 
-from .conftest import ServerFactory, post_prompt, viewer
+from .conftest import Mock, MockFactory, ServerFactory, post_prompt, viewer
 from .room_health import room_turn, snapshot_text
 from .viewer import Viewer, sequenced
 
@@ -40,31 +38,14 @@ def first_tokens(text: str, count: int) -> str:
     return "".join(tokenize(text)[:count])
 
 
-@dataclass
-class Mock:
-    """A running mock upstream."""
-
-    url: str
-    stats: MockStats
-
-
-MockFactory = Callable[..., Awaitable[Mock]]
-
-
 @pytest.fixture
-async def start_mock() -> AsyncIterator[MockFactory]:
-    """Start paced mock upstreams on 127.0.0.1 port 0; MockSettings fields as kwargs."""
-    runners = []
+def start_paced(start_paced: MockFactory) -> MockFactory:
+    """Mock upstreams paced like a model (150 tokens/s), so a turn can be joined midway."""
 
     async def start(**overrides: Any) -> Mock:
-        settings = MockSettings(**{"tokens_per_second": 150.0, "ttft": 0.05, **overrides})
-        runner, url = await start_mock_upstream("127.0.0.1", 0, settings)
-        runners.append(runner)
-        return Mock(url, runner.app[MOCK_STATS])
+        return await start_paced(**{"tokens_per_second": 150.0, "ttft": 0.05, **overrides})
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 async def responses_server(make_server: ServerFactory, mock: Mock, **overrides: Any) -> TestServer:
@@ -135,12 +116,12 @@ def grown(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.model for s in SCENARIOS])
 async def test_every_scenario_reaches_every_kind_of_viewer_as_one_turn(
     scenario: Scenario,
-    start_mock: MockFactory,
+    start_paced: MockFactory,
     make_server: ServerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     """Two viewers, a late joiner and a resumer rebuild the scenario's turn from one request."""
-    mock = await start_mock(tokens_per_second=scenario.tokens_per_second)
+    mock = await start_paced(tokens_per_second=scenario.tokens_per_second)
     server = await responses_server(make_server, mock)
     room = f"r-{scenario.model}"
     a = await viewer(session, server, room)
@@ -200,10 +181,10 @@ async def ask(v: Viewer, content: str, prompt_id: str, **extra: Any) -> TurnText
 
 
 async def test_the_rooms_history_goes_as_instructions_and_input(
-    start_mock: MockFactory, make_server: ServerFactory, session: aiohttp.ClientSession
+    start_paced: MockFactory, make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
     """A second prompt carries the first exchange before it; another room's turns stay out."""
-    mock = await start_mock()
+    mock = await start_paced()
     server = await responses_server(make_server, mock, upstream__system_prompt="Sois bref.")
     a = await viewer(session, server, "history")
     first = await ask(a, "Première question ?", "p-1")
@@ -230,10 +211,10 @@ async def test_the_rooms_history_goes_as_instructions_and_input(
 
 
 async def test_options_reach_the_upstream_under_their_responses_names(
-    start_mock: MockFactory, make_server: ServerFactory, session: aiohttp.ClientSession
+    start_paced: MockFactory, make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
     """max_tokens, reasoning_effort and a chat-shaped tool arrive as the Responses API wants."""
-    mock = await start_mock()
+    mock = await start_paced()
     server = await responses_server(make_server, mock)
     a = await viewer(session, server, "options")
 
@@ -272,12 +253,12 @@ async def test_options_reach_the_upstream_under_their_responses_names(
 async def test_an_option_the_responses_api_lacks_is_refused_before_any_request(
     name: str,
     value: object,
-    start_mock: MockFactory,
+    start_paced: MockFactory,
     make_server: ServerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     """bad_request names the option (WebSocket, with the prompt's ref; POST, 400); room goes on."""
-    mock = await start_mock()
+    mock = await start_paced()
     server = await responses_server(make_server, mock)
     a = await viewer(session, server, "refuse")
     await a.send({"type": "prompt", "content": PROMPT, "id": "p-bad", "options": {name: value}})
@@ -317,12 +298,12 @@ async def test_http_errors_fail_the_turn_as_on_a_chat_upstream(
     api: str,
     model: str,
     code: str,
-    start_mock: MockFactory,
+    start_paced: MockFactory,
     make_server: ServerFactory,
     session: aiohttp.ClientSession,
 ) -> None:
     """mock-429 and mock-500 end the turn failed with their code, no delta, on either API."""
-    mock = await start_mock()
+    mock = await start_paced()
     server = await make_server(upstream__base_url=mock.url, upstream__api=api)
     a = await viewer(session, server, "errors")
     await a.send({"type": "prompt", "content": PROMPT, "id": "p-1", "model": model})

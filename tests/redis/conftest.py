@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import make_server, session, upstream
+from tests.integration.conftest import make_server, session, start_mock, upstream
 
 from .redis_server import RedisServer
 
-__all__ = ["make_server", "session", "upstream"]
+__all__ = ["make_server", "session", "start_mock", "upstream"]
 
 pytestmark = pytest.mark.redis
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from server.tools.mock_scenarios import answer_text
-from server.tools.mock_upstream import MOCK_STATS, MockSettings, MockStats, start_mock_upstream
-from tests.integration.conftest import ServerFactory, ws_url
+from tests.integration.conftest import Mock, MockFactory, ServerFactory, ws_url
 from tests.integration.viewer import Viewer
 
 from .processes import LEASE, healthy, serve_in_a_process
@@ -29,13 +27,9 @@ PROMPT = "Tell me about the weather in Oslo"
 
 
 @pytest.fixture
-async def mock() -> AsyncIterator[tuple[str, MockStats]]:
+async def mock(start_mock: MockFactory) -> Mock:
     """The built-in mock upstream, paced so a turn lasts a few leases."""
-    runner, url = await start_mock_upstream(
-        "127.0.0.1", 0, MockSettings(tokens_per_second=12.0, ttft=0.05)
-    )
-    yield url, runner.app[MOCK_STATS]
-    await runner.cleanup()
+    return await start_mock(tokens_per_second=12.0, ttft=0.05)
 
 
 def seqs_continue(viewer: Viewer, turn: str) -> None:
@@ -93,10 +87,10 @@ async def test_background_mode_finishes_the_turn_of_a_killed_producer(
     make_server: ServerFactory,
     redis_server: RedisServer,
     session: aiohttp.ClientSession,
-    mock: tuple[str, MockStats],
+    mock: Mock,
 ) -> None:
     """The survivor re-attaches after the stored event: the exact text, completed, one run."""
-    url, stats = mock
+    url, stats = mock.url, mock.stats
     viewer, turn, late = await kill_the_producer_mid_stream(
         make_server, redis_server, session, url, background=True
     )
@@ -122,10 +116,10 @@ async def test_without_background_mode_the_turn_ends_truncated(
     make_server: ServerFactory,
     redis_server: RedisServer,
     session: aiohttp.ClientSession,
-    mock: tuple[str, MockStats],
+    mock: Mock,
 ) -> None:
     """Without background mode there is nothing to re-attach to: truncated, text kept."""
-    url, stats = mock
+    url, stats = mock.url, mock.stats
     viewer, turn, _ = await kill_the_producer_mid_stream(
         make_server, redis_server, session, url, background=False
     )
