@@ -31,6 +31,7 @@ from .messages import (
     TurnStatus,
     TurnView,
 )
+from .responses_stream import ResponsesAccumulator
 from .room_limits import RoomLimits, event_size, text_size, turn_size
 from .sse import SSEEvent
 from .turn import Turn
@@ -396,6 +397,12 @@ class RoomState:
         """How many upstream values a retained turn's chunks needed repaired (core/repair.py)."""
         turn = self._turns.get(turn_id)
         return 0 if turn is None else turn.acc.repairs
+
+    def upstream_skipped(self, turn_id: TurnId) -> int:
+        """How many upstream events a retained Responses turn skipped (unknown or unusable)."""
+        turn = self._turns.get(turn_id)
+        acc = None if turn is None else turn.acc
+        return acc.skipped if isinstance(acc, ResponsesAccumulator) else 0
 
     def upstream_position(self, turn_id: TurnId) -> ResponsePosition | None:
         """Where a retained Responses turn's stream has been read to, once known."""

@@ -364,3 +364,14 @@ def test_a_replica_goes_on_from_the_producers_position() -> None:
     calls = replica.snapshot().turns[0].choices[0].tool_calls
     assert [(c.index, c.arguments) for c in calls] == [(0, '{"city":"Oslo"}'), (1, "{}")]
     assert not replica.resume_upstream(position)  # ended: nothing streams any more
+
+
+def test_skipped_upstream_events_are_counted_per_turn() -> None:
+    """Unknown event types count for the Responses turn; chat and unknown turns have none."""
+    room = started()
+    run(room, *opening(), oa("response.something_new", 8), oa("response.output_text.delta", 9))
+    assert room.upstream_skipped(T) == 2  # a new type, and a delta without its text
+    assert room.upstream_skipped(TurnId("nope")) == 0
+    chat = make_room()
+    chat.start_turn(PromptRequest("q"), turn_id=TurnId("c"), model="m", now=1.0)
+    assert chat.upstream_skipped(TurnId("c")) == 0
