@@ -9,6 +9,7 @@ same text in either API; its body is read by ``mock_responses_request``.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Sequence
@@ -248,6 +249,7 @@ def token_delta(field: Field, text: str) -> dict[str, Any]:
     return {field: text}
 
 
+@functools.lru_cache(maxsize=256)  # asked once per token while a stream is paced
 def sized_scenario(model: str) -> tuple[SizedKind, int] | None:
     """The kind and token count a long mock model name asks for, else None.
 

@@ -39,11 +39,11 @@ def first_tokens(text: str, count: int) -> str:
 
 
 @pytest.fixture
-def start_paced(start_paced: MockFactory) -> MockFactory:
+def start_paced(start_mock: MockFactory) -> MockFactory:
     """Mock upstreams paced like a model (150 tokens/s), so a turn can be joined midway."""
 
     async def start(**overrides: Any) -> Mock:
-        return await start_paced(**{"tokens_per_second": 150.0, "ttft": 0.05, **overrides})
+        return await start_mock(**{"tokens_per_second": 150.0, "ttft": 0.05, **overrides})
 
     return start
 
