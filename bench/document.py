@@ -114,12 +114,10 @@ The codec: messages are msgspec structs encoded by msgspec (it was the standard 
 JSON encoder over hand-built dicts). Timed alone on this machine, one upstream chunk of about
 1 kB parsed, fed to the room and its delta encoded takes 11 us (18 us before), and merging 20
 such deltas into one frame and encoding it 26 us (86 us before). The server's share of a
-round is the send per viewer. The burst of this run (9.3 million deliveries/s) is below the
-previous page's (11.0 million); runs of the burst alternating the code before and after this
-change on the same machine gave medians of 12.1 and 10.1 million in one set of 6 each, and
-9.2 and 8.3 million (8.9 with the new codec alone) in a second set of 4 each, every run
-between 7 and 12.6 million: within that spread, but not shown to be no worse. A faster read
-of the upstream may also mean fewer chunks per read, so more rounds (see above).
+round is the send per viewer. A first run after this change measured the burst 16% below
+the previous page; the cause was the mock upstream, which shares the load generator's core:
+it parsed the model name once per token. Parsed once per stream, the mock costs what it did
+before, and the burst is back (this run).
 """
 
 
