@@ -114,10 +114,13 @@ The codec: messages are msgspec structs encoded by msgspec (it was the standard 
 JSON encoder over hand-built dicts). Timed alone on this machine, one upstream chunk of about
 1 kB parsed, fed to the room and its delta encoded takes 11 us (18 us before), and merging 20
 such deltas into one frame and encoding it 26 us (86 us before). The server's share of a
-round is the send per viewer. A first run after this change measured the burst 16% below
-the previous page; the cause was the mock upstream, which shares the load generator's core:
-it parsed the model name once per token. Parsed once per stream, the mock costs what it did
-before, and the burst is back (this run).
+round is the send per viewer. The burst moves more than that from run to run on this
+machine: the full run before this change measured 11.0 million deliveries/s, a first full run
+after it 9.3 million, then (the mock upstream fixed, below) a burst-only run of 3 rounds 11.2
+million and this full run 8.1 million; alternating runs of the code before and after the
+codec change gave overlapping spreads (7-12.6 million). The mock upstream, which shares the
+load generator's core, parsed the model name once per token; it now parses it once per
+stream and costs what it did before the Responses API was added to it.
 """
 
 
