@@ -28,7 +28,8 @@ class TapRequest:
     upstream_body: dict[str, Any]
 
 
-def _text_of(content: object) -> str:
+def text_of(content: object) -> str:
+    """A message's text: a string, or the text parts of a content list joined."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -72,7 +73,7 @@ def parse_tap_request(
     if options:
         upstream["stream_options"] = options
     users = [m for m in messages if m.get("role") == "user"]
-    prompt = _text_of(users[-1].get("content")) if users else ""
+    prompt = text_of(users[-1].get("content")) if users else ""
     if max_prompt_chars and len(prompt) > max_prompt_chars:
         raise ClientError(ErrorCode.TOO_LARGE, f"the prompt is over {max_prompt_chars} characters")
     return TapRequest(prompt, model, stream, wants_usage, upstream)

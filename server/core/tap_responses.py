@@ -24,25 +24,12 @@ from .codes import ErrorCode
 from .errors import ClientError
 from .messages import TurnView
 from .repair import load_json
-from .tap import TapFailure, TapRequest, tap_failure
+from .tap import TapFailure, TapRequest, tap_failure, text_of
 
 # The events that end a Responses stream with an answer; their ``response`` is the answer.
 ANSWER_EVENTS = frozenset({"response.completed", "response.incomplete"})
 # The events that end a Responses stream with a failure.
 FAILURE_EVENTS = frozenset({"response.failed", "error"})
-
-
-def _text_of(content: object) -> str:
-    """A message's text: a string, or the text parts of a content list joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        )
-    return ""
 
 
 def prompt_of(items: str | list[Mapping[str, Any]]) -> str:
@@ -51,7 +38,7 @@ def prompt_of(items: str | list[Mapping[str, Any]]) -> str:
         return items
     for item in reversed(items):
         if item.get("role") == "user" and item.get("type", "message") == "message":
-            return _text_of(item.get("content"))
+            return text_of(item.get("content"))
     return ""
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
@@ -137,3 +139,31 @@ async def wait_until(deadline: float) -> None:
     delay = deadline - asyncio.get_running_loop().time()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+class _ForAModel(Protocol):
+    @property
+    def model(self) -> str: ...
+
+
+Parsed = TypeVar("Parsed", bound=_ForAModel)
+
+
+async def admit(request: web.Request, parse: Callable[[object], Parsed]) -> Parsed | web.Response:
+    """The request as ``parse`` reads its JSON body, or the answer that refuses it.
+
+    Checks the API key, keeps the body as ``MockStats.last_request``, and answers
+    ``mock-429`` and ``mock-500`` with their HTTP errors.
+    """
+    denied = check_auth(request)
+    if denied is not None:
+        return denied
+    try:
+        body = await read_json(request)
+        if isinstance(body, dict):
+            request.app[MOCK_STATS].last_request = body
+        parsed = parse(body)
+    except ValueError as exc:
+        return bad_request(str(exc))
+    failure = scenario_failure(parsed.model)
+    return parsed if failure is None else failure

@@ -31,11 +31,10 @@ from server.tools.mock_http import (
     MOCK_STATS,
     SSE_HEADERS,
     MockSettings,
+    admit,
     bad_request,
     check_auth,
     error_response,
-    read_json,
-    scenario_failure,
     token_deadline,
     wait_until,
 )
@@ -171,19 +170,9 @@ async def _create(request: web.Request) -> web.StreamResponse:
     stats = request.app[MOCK_STATS]
     stats.responses_creates += 1
     response_id = f"resp_mock_{stats.responses_creates}"
-    denied = check_auth(request)
-    if denied is not None:
-        return denied
-    try:
-        body = await read_json(request)
-        if isinstance(body, dict):
-            stats.last_request = body
-        req = parse_responses_request(body)
-    except ValueError as exc:
-        return bad_request(str(exc))
-    failure = scenario_failure(req.model)
-    if failure is not None:
-        return failure
+    req = await admit(request, parse_responses_request)
+    if isinstance(req, web.StreamResponse):
+        return req
     plan = plan_choice(req.model, req.prompt, 0, req.tool_name, req.max_output_tokens)
     events = ResponseEvents(response_id, req, plan.tool_name, plan.tool_call_id)
     stored = StoredResponse(events, req.background, start)

@@ -30,11 +30,9 @@ from server.tools.mock_http import (
     SSE_HEADERS,
     MockSettings,
     MockStats,
-    bad_request,
+    admit,
     check_auth,
     error_response,
-    read_json,
-    scenario_failure,
     token_deadline,
     wait_until,
 )
@@ -212,19 +210,9 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     stats = request.app[MOCK_STATS]
     stats.requests += 1
     completion_id = f"chatcmpl-mock-{stats.requests}"
-    denied = check_auth(request)
-    if denied is not None:
-        return denied
-    try:
-        body = await read_json(request)
-        if isinstance(body, dict):
-            stats.last_request = body
-        chat = parse_request(body)
-    except ValueError as exc:
-        return bad_request(str(exc))
-    failure = scenario_failure(chat.model)
-    if failure is not None:
-        return failure
+    chat = await admit(request, parse_request)
+    if isinstance(chat, web.StreamResponse):
+        return chat
     plans = [
         plan_choice(chat.model, chat.prompt, i, chat.tool_name, chat.max_tokens)
         for i in range(chat.n)
