@@ -167,3 +167,15 @@ async def admit(request: web.Request, parse: Callable[[object], Parsed]) -> Pars
         return bad_request(str(exc))
     failure = scenario_failure(parsed.model)
     return parsed if failure is None else failure
+
+
+async def json_answer(request: web.Request, answer: object, model: str) -> web.StreamResponse:
+    """A non-streaming answer; ``mock-truncate`` sends half of its JSON, then ends."""
+    text = json.dumps(answer, ensure_ascii=False)
+    if model != "mock-truncate":
+        return web.Response(text=text, content_type="application/json")
+    # The non-streaming analogue of a cut stream: half a JSON document, then the end.
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    await resp.write(text[: len(text) // 2].encode())
+    return resp

@@ -35,6 +35,7 @@ from server.tools.mock_http import (
     bad_request,
     check_auth,
     error_response,
+    json_answer,
     token_deadline,
     wait_until,
 )
@@ -154,14 +155,7 @@ async def _complete(
     for field, text in plan.tokens:
         events.token(field, text)
     events.finish(plan.finish_reason)
-    text = json.dumps(events.snapshot(), ensure_ascii=False)
-    if req.model != "mock-truncate":
-        return web.Response(text=text, content_type="application/json")
-    # The non-streaming analogue of a cut stream: half a JSON document, then the end.
-    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await resp.prepare(request)
-    await resp.write(text[: len(text) // 2].encode())
-    return resp
+    return await json_answer(request, events.snapshot(), req.model)
 
 
 async def _create(request: web.Request) -> web.StreamResponse:

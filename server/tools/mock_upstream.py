@@ -33,6 +33,7 @@ from server.tools.mock_http import (
     admit,
     check_auth,
     error_response,
+    json_answer,
     token_deadline,
     wait_until,
 )
@@ -194,14 +195,7 @@ async def _complete(
         ],
         "usage": _usage(chat, plans),
     }
-    text = json.dumps(completion, ensure_ascii=False)
-    if chat.model != "mock-truncate":
-        return web.Response(text=text, content_type="application/json")
-    # The non-streaming analogue of a cut stream: half a JSON document, then the end.
-    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await resp.prepare(request)
-    await resp.write(text[: len(text) // 2].encode())
-    return resp
+    return await json_answer(request, completion, chat.model)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
