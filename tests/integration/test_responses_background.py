@@ -7,8 +7,15 @@ import asyncio
 import aiohttp
 import pytest
 
-from server.core.types import TurnId
+from server.broker.base import Record
+from server.broker.memory import MemoryBroker, MemoryStore
+from server.core.room import RoomState
+from server.core.room_limits import RoomLimits
+from server.core.types import RoomName, TurnId
 from server.http.keys import HUB
+from server.rooms.replicas import Replicas
+from server.rooms.room import Room
+from server.rooms.turn_writes import TurnWrites
 from server.tools.mock_scenarios import answer_text
 
 from .conftest import Mock, MockFactory, ServerFactory, viewer
@@ -53,3 +60,29 @@ async def test_cancelling_a_background_turn_cancels_the_upstream_response(
     nxt = await a.wait_turn_end(next(t for t in a.turns if t != turn), timeout=20)
     assert nxt.text() == answer_text("next", 0)
     assert a.problems == []
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"\xff\xfe not json",
+        b'{"turn":"t1","response_id":"\\ud800","after":"seven"}',
+        b'{"turn":"another","response_id":"resp_1","after":7}',
+        b"[" * 10_000,
+    ],
+)
+async def test_an_unreadable_or_foreign_stored_position_is_no_position(
+    stored: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes the broker hands back are checked: garbage, or another turn's, re-attach nothing."""
+    broker = MemoryBroker(MemoryStore(), "a")
+    writes = TurnWrites(broker, Replicas({}, broker, RoomLimits(), ()))
+    room = Room(RoomState(RoomName("r"), (await broker.load(RoomName("r"), "e1")).epoch))
+    claim = await broker.claim(room.state.name, room.state.epoch, 0, None)
+    start = Record(1, b'{"type":"turn.start"}')
+    await broker.append(room.state.name, "e1", claim.fence, [start], started=("t1", None))
+    await broker.append(
+        room.state.name, "e1", claim.fence, [Record(2, b'{"type":"delta"}')], position=stored
+    )
+    assert await writes.stored_position(room, "t1") is None
+    assert "Traceback" not in caplog.text
