@@ -1,10 +1,7 @@
 """The Redis broker (``redis://`` and ``rediss://``): several instances share rooms.
 
-Writes are Lua scripts (``redis_scripts``), so every check-and-write is atomic. Live events
-arrive on ONE pub/sub connection per instance, subscribed only to the rooms this instance
-listens to (reference counted); each event is published once, so it crosses Redis once per
-listening instance, never once per viewer. When that connection drops, it reconnects with
-backoff, subscribes again and tells the hub, which reads what it missed from the streams.
+Writes are Lua scripts (``redis_scripts``), so every check-and-write is atomic. Each event is
+published once; live events arrive on one pub/sub connection per instance (``redis_feed``).
 """
 
 from __future__ import annotations
@@ -16,12 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from server.core.messages import TurnKind
 from server.core.types import RoomName
 
 from . import redis_scripts as lua
@@ -37,20 +32,11 @@ from .base import (
     claim_status,
 )
 from .memory import PROMPT_ID_SECONDS
+from .redis_feed import RedisFeed, kind_of, text_of
 
 log = logging.getLogger(__name__)
 
-RECONNECT_MAX_SECONDS = 5.0
-SUBSCRIBE_WAIT_SECONDS = 2.0
 ROOM_TTL_SECONDS = 7 * 86400
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _kind(value: bytes) -> TurnKind:
-    return "tap" if value == b"tap" else "room"
 
 
 def _records(entries: Sequence[Any]) -> tuple[Record, ...]:
@@ -58,8 +44,8 @@ def _records(entries: Sequence[Any]) -> tuple[Record, ...]:
     out: list[Record] = []
     for entry_id, flat in entries:
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        seq = int(_text(entry_id).split("-", 1)[0])
-        out.append(Record(seq, fields[b"d"], _kind(fields.get(b"k", b"room"))))
+        seq = int(text_of(entry_id).split("-", 1)[0])
+        out.append(Record(seq, fields[b"d"], kind_of(fields.get(b"k", b"room"))))
     return tuple(out)
 
 
@@ -82,7 +68,6 @@ class RedisBroker(Broker):
         self.lease_seconds = lease_seconds
         self.max_events = max(1, max_events)
         self.max_turns = max(1, max_turns)
-        self.events_heard = 0  # events received on pub/sub (tests and the benchmark read it)
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=max(2.0, lease_seconds),
@@ -103,21 +88,17 @@ class RedisBroker(Broker):
                 "VIEWERS",
             )
         }
-        self._listener: BrokerListener | None = None
-        self._listening: dict[RoomName, int] = {}
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._active: set[str] = set()  # channels Redis confirmed on the live connection
-        self._active_changed = asyncio.Event()
+        self._feed = RedisFeed(self._redis, prefix=prefix, instance=instance)
+
+    @property
+    def events_heard(self) -> int:  # type: ignore[override]
+        """Events received on pub/sub (tests and the benchmark read it)."""
+        return self._feed.heard
 
     # --- keys ------------------------------------------------------------------------------
 
     def _key(self, room: RoomName, part: str) -> str:
         return f"{self.prefix}:{{{room}}}:{part}"
-
-    def _channel(self, room: RoomName) -> str:
-        return f"{self.prefix}:{{{room}}}"
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int]) -> Any:
         try:
@@ -129,27 +110,21 @@ class RedisBroker(Broker):
 
     async def start(self, listener: BrokerListener) -> None:
         """Connect and start delivering live records to ``listener``."""
-        self._listener = listener
         try:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             log.warning(
                 "redis at %s is not reachable yet (%s); retrying in the background", self.url, exc
             )
-        self._reader = asyncio.create_task(self._read_forever(), name="broker-reader")
+        self._feed.start(listener)
 
     async def close(self) -> None:
         """Stop delivering and disconnect (this instance's viewer counts are dropped)."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        with contextlib.suppress(RedisError, OSError):
-            for room in list(self._listening):
-                await self._viewers(room, 0, True)
+        await self._feed.stop_reading()
         with contextlib.suppress(RedisError, OSError, BrokerUnavailable):
-            if self._pubsub is not None:
-                await self._pubsub.aclose()
+            for room in self._feed.rooms:
+                await self._viewers(room, 0, True)
+        await self._feed.close()
         await self._redis.aclose()
 
     async def reachable(self) -> bool:
@@ -161,111 +136,12 @@ class RedisBroker(Broker):
             return False
 
     async def listen(self, room: RoomName) -> None:
-        """Subscribe (the first time) and return once Redis confirmed it.
-
-        Nothing published after this returns is missed (bounded: a Redis that does not answer
-        leaves the hub to read what it missed later).
-        """
-        count = self._listening.get(room, 0)
-        self._listening[room] = count + 1
-        channel = self._channel(room)
-        if count == 0:
-            await self._subscribe(channel, subscribe=True)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SUBSCRIBE_WAIT_SECONDS):
-                while channel not in self._active and room in self._listening:
-                    self._active_changed.clear()
-                    await self._active_changed.wait()
+        """Subscribe (the first time) and return once Redis confirmed it."""
+        await self._feed.listen(room)
 
     async def unlisten(self, room: RoomName) -> None:
         """One listener fewer; at zero the instance stops receiving the room."""
-        count = self._listening.get(room, 0) - 1
-        if count > 0:
-            self._listening[room] = count
-            return
-        self._listening.pop(room, None)
-        await self._subscribe(self._channel(room), subscribe=False)
-
-    async def _subscribe(self, channel: str, *, subscribe: bool) -> None:
-        pubsub = self._pubsub
-        if pubsub is None:
-            self._wake.set()  # the reader subscribes to every listened room when it connects
-            return
-        try:
-            if subscribe:
-                await pubsub.subscribe(channel)
-                self._wake.set()
-            else:
-                await pubsub.unsubscribe(channel)
-        except (RedisError, OSError) as exc:  # the reader reconnects and subscribes again
-            log.info("redis: (un)subscribe %s failed: %s", channel, exc)
-
-    async def _read_forever(self) -> None:
-        delay = 0.1
-        connected_before = False
-        while True:
-            try:
-                await self._read_once(reconnected=connected_before)
-            except (RedisError, OSError) as exc:
-                log.warning("redis pub/sub lost (%s); reconnecting in %.1fs", exc, delay)
-            pubsub, self._pubsub = self._pubsub, None
-            if pubsub is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-            connected_before = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-
-    async def _read_once(self, *, reconnected: bool) -> None:
-        while not self._listening:  # nothing to subscribe to: PubSub needs a channel
-            self._wake.clear()
-            await self._wake.wait()
-        self._active.clear()
-        pubsub = self._redis.pubsub()
-        channels = [self._channel(room) for room in self._listening]
-        await pubsub.subscribe(*channels)
-        self._pubsub = pubsub
-        if reconnected:
-            log.info("redis pub/sub back: %d room(s) subscribed", len(channels))
-        if self._listener is not None:
-            self._listener.on_reconnect()  # read what was published while not subscribed
-        while True:
-            if pubsub.connection is None or not pubsub.subscribed:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            message = await pubsub.get_message(timeout=1.0)
-            if message is None:
-                continue
-            kind = message.get("type")
-            if kind == "message":
-                self._dispatch(_text(message["channel"]), message["data"])
-            elif kind in ("subscribe", "unsubscribe"):
-                channel = _text(message["channel"])
-                if kind == "subscribe":
-                    self._active.add(channel)
-                else:
-                    self._active.discard(channel)
-                self._active_changed.set()
-
-    def _dispatch(self, channel: str, data: bytes) -> None:
-        listener = self._listener
-        room = RoomName(channel[len(self.prefix) + 2 : -1])
-        if listener is None or room not in self._listening:
-            return
-        if data.startswith(b"E "):
-            parts = data.split(b" ", 4)
-            if len(parts) == 5 and parts[3].isdigit():
-                self.events_heard += 1
-                listener.on_record(
-                    room, parts[1].decode(), Record(int(parts[3]), parts[4], _kind(parts[2]))
-                )
-                return
-        elif data.startswith(b"P "):
-            if data[2:].decode(errors="replace") != self.instance:
-                listener.on_presence(room)
-            return
-        log.warning("redis: ignored a malformed message on %s", channel)
+        await self._feed.unlisten(room)
 
     # --- the room's store -----------------------------------------------------------------
 
@@ -287,7 +163,7 @@ class RedisBroker(Broker):
             return None
         epoch, seq, turns, ended, entries = reply
         return Loaded(
-            epoch=_text(epoch),
+            epoch=text_of(epoch),
             seq=int(seq),
             turn_count=int(turns),
             ended=tuple(ended),
@@ -312,7 +188,7 @@ class RedisBroker(Broker):
         for record in seed.records:
             args += [record.seq, record.kind, record.data]
         reply = await self._call("SEED", keys, args)
-        return int(reply[1]) if _text(reply[0]) == "ok" else None
+        return int(reply[1]) if text_of(reply[0]) == "ok" else None
 
     async def epoch(self, room: RoomName) -> str | None:
         """The room's epoch now (None when the broker has no such room, e.g. wiped)."""
@@ -320,7 +196,7 @@ class RedisBroker(Broker):
             value = await self._redis.hget(self._key(room, "meta"), "epoch")
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
-        return None if value is None else _text(value)
+        return None if value is None else text_of(value)
 
     async def position(self, room: RoomName) -> bytes | None:
         """The streaming turn's upstream position as last appended, None when none is kept."""
@@ -334,18 +210,18 @@ class RedisBroker(Broker):
         """Every record after seq ``after`` on ``epoch``, or None when some are gone."""
         keys = [self._key(room, "meta"), self._key(room, "events")]
         reply = await self._call("READ", keys, [epoch, after])
-        return _records(reply[1]) if _text(reply[0]) == "ok" else None
+        return _records(reply[1]) if text_of(reply[0]) == "ok" else None
 
     @staticmethod
     def _claim(reply: Sequence[Any]) -> Claim:
-        status = claim_status(_text(reply[0]))
+        status = claim_status(text_of(reply[0]))
         if status == "ok":
             return Claim("ok", fence=int(reply[1]), seq=int(reply[2]))
         if status == "known":
-            known_turn, known_seq = _text(reply[1]).split(" ", 1)
+            known_turn, known_seq = text_of(reply[1]).split(" ", 1)
             return Claim("known", seq=int(known_seq), turn=known_turn)
         seq = int(reply[1]) if len(reply) > 1 else 0
-        turn = _text(reply[2]) if len(reply) > 2 and reply[2] else None
+        turn = text_of(reply[2]) if len(reply) > 2 and reply[2] else None
         return Claim(status, seq=seq, turn=turn)
 
     async def claim(self, room: RoomName, epoch: str, seq: int, prompt_id: str | None) -> Claim:
@@ -396,7 +272,7 @@ class RedisBroker(Broker):
             int(self.lease_seconds * 1000),
             self.max_events,
             self.max_turns,
-            self._channel(room),
+            self._feed.channel(room),
             int(PROMPT_ID_SECONDS),
             turn,
             "1" if prompt_id else "0",
@@ -408,7 +284,7 @@ class RedisBroker(Broker):
             args += [record.seq, record.kind, record.data]
         args.append(position if position is not None else b"")
         reply = await self._call("APPEND", keys, args)
-        status = _text(reply[0])
+        status = text_of(reply[0])
         if status != "ok":
             raise Fenced(f"append refused: {status}")
 
@@ -435,6 +311,6 @@ class RedisBroker(Broker):
 
     async def _viewers(self, room: RoomName, count: int, announce: bool) -> int:
         alive_ms = int(self.lease_seconds * 3000)
-        args: list[bytes | str | int] = [self.instance, count, alive_ms, self._channel(room)]
+        args: list[bytes | str | int] = [self.instance, count, alive_ms, self._feed.channel(room)]
         args.append("1" if announce else "0")
         return int(await self._call("VIEWERS", [self._key(room, "viewers")], args))

@@ -6,14 +6,15 @@ the driver to publish. One streaming turn at a time (PROTOCOL.md, "Words").
 
 from __future__ import annotations
 
-import itertools
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .codes import ErrorCode
 from .errors import UPSTREAM_TIMEOUT_MESSAGE, ClientError, turn_in_progress
+from .event_log import EventLog
 from .history import ChatMessage, history_messages
+from .kept_turns import KeptTurns
 from .merge import merge_choices
 from .messages import (
     ChoiceDelta,
@@ -31,8 +32,7 @@ from .messages import (
     TurnStatus,
     TurnView,
 )
-from .responses_stream import ResponsesAccumulator
-from .room_limits import RoomLimits, event_size, text_size, turn_size
+from .room_limits import RoomLimits, text_size
 from .sse import SSEEvent
 from .turn import Turn
 from .types import RoomName, TurnId, UpstreamApi
@@ -78,10 +78,8 @@ class RoomState:
         self.viewers = 0
         self.turn_count = 0
         self._secrets = secrets
-        self._log: deque[SequencedEvent] = deque()
-        self._log_bytes = 0
-        self._turn_bytes = 0  # of the ended turns kept
-        self._turns: OrderedDict[TurnId, Turn] = OrderedDict()
+        self._log = EventLog(self.limits)
+        self.turns = KeptTurns(self.limits)  # read-only for drivers: view, kind, position
         self._streaming: Turn | None = None
         self._prompt_ids: OrderedDict[str, tuple[TurnId, int]] = OrderedDict()
 
@@ -126,7 +124,7 @@ class RoomState:
             )
         seq = self._next_seq()
         turn = Turn(turn_id, request, model, now, kind, seq, self._secrets, api)
-        self._turns[turn_id] = turn
+        self.turns.add(turn)
         self._streaming = turn
         self.turn_count += 1
         if request.id is not None:
@@ -210,7 +208,7 @@ class RoomState:
         Raises:
             ClientError: ``not_found`` for an unknown turn, ``turn_ended`` for an ended one.
         """
-        turn = self._turns.get(TurnId(turn_id))
+        turn = self.turns.get(TurnId(turn_id))
         if turn is None:
             raise ClientError(ErrorCode.NOT_FOUND, "no such turn in this room")
         if turn is not self._streaming:
@@ -248,41 +246,18 @@ class RoomState:
 
     def _append(self, event: SequencedEvent) -> None:
         """Retain an event for resumes, within the count and byte budgets."""
-        self._log.append(event)
-        self._log_bytes += event_size(event)
-        self._trim_log()
-
-    def _trim_log(self) -> None:
-        """Forget the oldest events past the count, or past the bytes the turns leave."""
-        limit, budget = max(1, self.limits.retained_events), self.limits.max_bytes
-        while len(self._log) > limit or (
-            budget and len(self._log) > 1 and self._log_bytes + self._turn_bytes > budget
-        ):
-            self._log_bytes -= event_size(self._log.popleft())
+        self._log.append(event, self.turns.bytes)
 
     def _keep(self, turn: Turn) -> None:
-        """An ended turn is kept: measure it, then forget the oldest turns over the limits.
-
-        Past the byte budget the log gives way first (a resume then gets a snapshot), then
-        the oldest ended turns; the newest turn always stays.
-        """
-        turn.size = turn_size(turn.view())
-        self._turn_bytes += turn.size
-        keep = self.limits.kept_turns
-        budget = self.limits.max_bytes
-        while len(self._turns) > keep or (
-            budget and len(self._turns) > 1 and self._turn_bytes > budget
-        ):
-            oldest = next(iter(self._turns.values()))  # ended: only the newest can stream
-            self._turn_bytes -= oldest.size
-            del self._turns[oldest.id]
-        self._trim_log()
+        """An ended turn is kept; the turns and the log share the byte budget."""
+        self.turns.keep(turn)
+        self._log.trim(self.turns.bytes)
 
     def _prune_prompt_ids(self) -> None:
-        first_logged = self._log[0].seq if self._log else self.seq + 1
+        first_logged = self._log.first_seq(self.seq)
         while self._prompt_ids:
             key, (turn_id, seq) = next(iter(self._prompt_ids.items()))
-            retained = turn_id in self._turns or seq >= first_logged
+            retained = turn_id in self.turns or seq >= first_logged
             if retained and len(self._prompt_ids) <= MAX_PROMPT_IDS:
                 break
             del self._prompt_ids[key]
@@ -316,9 +291,9 @@ class RoomState:
         self._append(event)
         if isinstance(event, TurnStart):
             turn_id = TurnId(event.turn)
-            if start and turn_id not in self._turns:
-                fresh = Turn.started(event, kind, self._secrets, api)
-                self._turns[turn_id] = self._streaming = fresh
+            if start and turn_id not in self.turns:
+                self._streaming = Turn.started(event, kind, self._secrets, api)
+                self.turns.add(self._streaming)
                 self.turn_count += 1
             return
         turn = self._streaming
@@ -344,9 +319,7 @@ class RoomState:
         """
         state = cls(name, epoch, limits, secrets)
         for view, kind in stored.ended:
-            turn = Turn.ended(view, kind, secrets)
-            state._turns[turn.id] = turn
-            state._keep(turn)
+            state._keep(Turn.ended(view, kind, secrets))
         state.seq = stored.events[0][0].seq - 1 if stored.events else stored.seq
         # Turns that ended are the stored views (newest last); the events rebuild only the
         # turn still streaming, so the order of turns stays the order they started in.
@@ -363,7 +336,7 @@ class RoomState:
         with all its text, ending at ``seq`` (``restore`` rebuilds the same room from it).
         """
         live = self._streaming
-        ended = [(t.view(), t.kind) for t in self._turns.values() if t is not live]
+        ended = [(t.view(), t.kind) for t in self.turns if t is not live]
         events: list[tuple[SequencedEvent, TurnKind]] = []
         if live is not None:
             grown = live.grown_so_far()
@@ -374,40 +347,14 @@ class RoomState:
                 events.append((Delta(seq=self.seq, turn=live.id, choices=grown), live.kind))
         return StoredRoom(self.seq, self.turn_count, ended, events, now)
 
-    def turn_kind(self, turn_id: TurnId) -> TurnKind:
-        """Whether a retained turn came from a room prompt or the tap (room when unknown)."""
-        turn = self._turns.get(turn_id)
-        return "room" if turn is None else turn.kind
-
     # --- reading -------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         """The newest turns, consistent with ``seq``."""
-        newest = list(self._turns.values())[-max(self.limits.snapshot_turns, 1) :]
+        newest = self.turns.newest(self.limits.snapshot_turns)
         return Snapshot(
             room=self.name, epoch=self.epoch, seq=self.seq, turns=tuple(t.view() for t in newest)
         )
-
-    def turn_view(self, turn_id: TurnId) -> TurnView | None:
-        """One retained turn as it stands, or None once it is forgotten."""
-        turn = self._turns.get(turn_id)
-        return None if turn is None else turn.view()
-
-    def upstream_repairs(self, turn_id: TurnId) -> int:
-        """How many upstream values a retained turn's chunks needed repaired (core/repair.py)."""
-        turn = self._turns.get(turn_id)
-        return 0 if turn is None else turn.acc.repairs
-
-    def upstream_skipped(self, turn_id: TurnId) -> int:
-        """How many upstream events a retained Responses turn skipped (unknown or unusable)."""
-        turn = self._turns.get(turn_id)
-        acc = None if turn is None else turn.acc
-        return acc.skipped if isinstance(acc, ResponsesAccumulator) else 0
-
-    def upstream_position(self, turn_id: TurnId) -> ResponsePosition | None:
-        """Where a retained Responses turn's stream has been read to, once known."""
-        turn = self._turns.get(turn_id)
-        return None if turn is None else turn.position()
 
     def resume_upstream(self, position: ResponsePosition) -> bool:
         """Go on with the streaming turn from another instance's upstream ``position``.
@@ -422,14 +369,7 @@ class RoomState:
 
     def resume(self, epoch: str, since: int) -> tuple[SequencedEvent, ...] | None:
         """Every event after ``since`` when all are retained on this epoch, else None."""
-        if epoch != self.epoch or not 0 <= since <= self.seq:
-            return None
-        if since == self.seq:
-            return ()
-        first = self._log[0].seq if self._log else self.seq + 1
-        if first > since + 1:
-            return None
-        return tuple(itertools.islice(self._log, since + 1 - first, None))
+        return self._log.after(since, self.seq) if epoch == self.epoch else None
 
     def messages_for(self, turn_id: TurnId, system_prompt: str) -> list[ChatMessage]:
         """The chat messages sent upstream for a room turn: system, history, the prompt.
@@ -437,8 +377,8 @@ class RoomState:
         The history is the newest earlier room turns that fit ``history_turns`` and, with
         the prompt, ``history_bytes``: older turns are left out first, whole.
         """
-        prompt = self._turns[turn_id].prompt
-        earlier = [t for t in self._turns.values() if t.kind == "room" and t.id != turn_id]
+        prompt = self.turns[turn_id].prompt
+        earlier = [t for t in self.turns if t.kind == "room" and t.id != turn_id]
         return history_messages(
             ((t.prompt, t.acc.content(0)) for t in earlier), prompt, system_prompt, self.limits
         )

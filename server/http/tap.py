@@ -90,7 +90,7 @@ async def _relay_stream(
                 response = sse_response()
                 await response.prepare(request)
             await write_within(request, response.write(sse_bytes(sse.event, data)), timeout)
-        failure = tap_failure(room.state.turn_view(turn_id))
+        failure = tap_failure(room.state.turns.view(turn_id))
         if failure is not None and response is None:
             return failure_response(failure)
         if response is None:
@@ -116,7 +116,7 @@ async def _complete(relay: TapRelay, room: Room, turn_id: TurnId) -> web.Respons
     while (item := await relay.queue.get())[0] != "end":
         if item[0] == "error":
             return upstream_error_response(item[1])
-    turn = room.state.turn_view(turn_id)  # the room's state now: it may have been reloaded
+    turn = room.state.turns.view(turn_id)  # the room's state now: it may have been reloaded
     failure = tap_failure(turn)
     if failure is not None:
         return failure_response(failure)
@@ -170,7 +170,7 @@ async def _relay_events(
                 response = sse_response()
                 await response.prepare(request)
             await write_within(request, response.write(sse_bytes(sse.event, data)), timeout)
-        turn = room.state.turn_view(turn_id)
+        turn = room.state.turns.view(turn_id)
         failure = tap_failure(turn)
         if failure is not None and response is None:
             return failure_response(failure)
@@ -194,7 +194,7 @@ async def _final_response(relay: TapRelay, room: Room, turn_id: TurnId) -> web.R
         if item[0] == "error":
             return upstream_error_response(item[1])
         events.take(item[1].event, item[1].data)
-    return json_response(*events.answer(room.state.turn_view(turn_id)))
+    return json_response(*events.answer(room.state.turns.view(turn_id)))
 
 
 @routes.get("/v1/models")

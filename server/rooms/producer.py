@@ -226,7 +226,7 @@ class Producer:
             room.rules.on(Input.STEAL_OK, claim.fence)
         position = None
         if self.writes.resume is not None:  # background mode: the response runs on upstream
-            position = state.upstream_position(TurnId(turn_id))
+            position = state.turns.position(TurnId(turn_id))
             position = position or await self.writes.stored_position(room, turn_id)
         end = room.state.cancel(turn_id, time.time())
         log.info("room %s: turn %s cancelled", state.name, turn_id)

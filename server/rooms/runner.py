@@ -276,7 +276,7 @@ def _report_repairs(room: Room, turn_id: TurnId, error_body: int = 0) -> bool:
     Returns:
         True: the caller reports nothing more for this attempt.
     """
-    skipped = room.state.upstream_skipped(turn_id)
+    skipped = room.state.turns.skipped(turn_id)
     if skipped:
         log.debug(
             "room %s: turn %s: %d upstream event(s) of an unknown type or shape skipped",
@@ -284,7 +284,7 @@ def _report_repairs(room: Room, turn_id: TurnId, error_body: int = 0) -> bool:
             turn_id,
             skipped,
         )
-    repairs = error_body + room.state.upstream_repairs(turn_id)
+    repairs = error_body + room.state.turns.repairs(turn_id)
     if not repairs:
         return True
     if room.metrics is not None:

@@ -61,16 +61,16 @@ class TurnWrites:
         """
         state = room.state
         first, last = events[0], events[-1]
-        kind = state.turn_kind(TurnId(first.turn))
+        kind = state.turns.kind(TurnId(first.turn))
         encoded = [encode(e) for e in events]
         records = [Record(e.seq, d, kind) for e, d in zip(events, encoded, strict=True)]
         started = (first.turn, prompt_id) if isinstance(first, TurnStart) else None
         ended = position = None
         if self.resume is not None and not isinstance(last, TurnEnd):
-            at = state.upstream_position(TurnId(last.turn))
+            at = state.turns.position(TurnId(last.turn))
             position = None if at is None else dump_json(at)
         if isinstance(last, TurnEnd):
-            view = state.turn_view(TurnId(last.turn))
+            view = state.turns.view(TurnId(last.turn))
             assert view is not None, "a turn that just ended is retained"
             ended = stored_turn(view, kind)
         room.pending += 1

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import resource
 import secrets
-import socket
 import sys
 import time
-import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,11 +30,10 @@ from server.tools.loadtest_check import check
 from server.tools.loadtest_client import Counters, LoadSubscriber, RoomRun
 from server.tools.loadtest_report import html_report
 from server.tools.loadtest_stats import counts, latency_stats, table, timeline
+from server.tools.loadtest_target import HTTP_TIMEOUT, reachable, refusal
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-RESOLVE_SECONDS = 5.0
 POLL_SECONDS = 0.05
-HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 @dataclass(frozen=True)
@@ -77,43 +73,6 @@ def _problem_with(opts: LoadtestOptions) -> str | None:
         return "--prompts, --connect-rate must not be negative; --duration must be positive"
     if not 0 <= opts.slow_fraction < 1 or opts.slow_stall < 0:
         return "--slow-fraction must be in [0, 1) and --slow-stall not negative"
-    return None
-
-
-def _is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_loopback or (mapped is not None and mapped.is_loopback)
-
-
-async def refusal(url: str, allow_remote: bool) -> str | None:
-    """Why ``url`` may not be load-tested, or None: only loopback hosts, unless allowed.
-
-    A name is resolved, and every address it has must be loopback (127.0.0.0/8 or ::1).
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        return f"not an http(s) or ws(s) URL: {url!r}"
-    if allow_remote:
-        return None
-    host = parts.hostname
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(host, parts.port or 80, type=socket.SOCK_STREAM),
-                RESOLVE_SECONDS,
-            )
-        except (OSError, TimeoutError):
-            return f"{host} does not resolve here; pass --allow-remote to test another machine"
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    outside = sorted({str(a) for a in addresses if not _is_loopback(a)})
-    if outside or not addresses:
-        return (
-            f"{host} is not a loopback address ({', '.join(outside) or 'no address'}); "
-            "pass --allow-remote to load-test another machine"
-        )
     return None
 
 
@@ -294,17 +253,6 @@ class _Run:
         return passed
 
 
-async def _reachable(session: aiohttp.ClientSession, http: str) -> str | None:
-    """None when the server answers ``GET /api/rooms``, else why not."""
-    try:
-        async with session.get(f"{http}/api/rooms", timeout=HTTP_TIMEOUT) as resp:
-            if resp.status == 200:
-                return None
-            return f"{http}/api/rooms answered {resp.status}: is this a fanout server?"
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return f"cannot reach {http}: {exc}"
-
-
 async def run_loadtest(
     opts: LoadtestOptions, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> LoadtestResult:
@@ -325,7 +273,7 @@ async def run_loadtest(
     run = _Run(opts, err)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        problem = await _reachable(session, run.http)
+        problem = await reachable(session, run.http)
         if problem is not None:
             print(f"fanout loadtest: {problem}", file=err)
             return LoadtestResult(2, message=problem)

@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestServer
 
 from server.cli import main
 from server.tools import loadtest
-from server.tools.loadtest import LoadtestOptions, refusal, run_loadtest
+from server.tools.loadtest import LoadtestOptions, run_loadtest
 from server.tools.loadtest_check import check
+from server.tools.loadtest_target import refusal
 from server.tools.rebuild import Rebuild
 
 from .conftest import ServerFactory

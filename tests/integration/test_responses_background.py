@@ -42,7 +42,7 @@ async def test_cancelling_a_background_turn_cancels_the_upstream_response(
     await a.wait(lambda v: any(len(t.text()) > 10 for t in v.turns.values()))
     (turn,) = a.turns
     room = server.app[HUB].rooms["bg"]  # type: ignore[index]
-    position = room.state.upstream_position(TurnId(turn))
+    position = room.state.turns.position(TurnId(turn))
     assert position is not None  # kept as the turn streams
     assert position.response_id.startswith("resp_")
     assert stats.last_request is not None

@@ -191,5 +191,5 @@ def test_the_room_repairs_chunks_and_the_turn_encodes(data: str, status: str, re
     assert events[-1].status == status
     for event in events:
         strict_json(to_wire(event))
-    assert state.upstream_repairs(TurnId("t1")) == repairs
-    assert state.upstream_repairs(TurnId("unknown")) == 0
+    assert state.turns.repairs(TurnId("t1")) == repairs
+    assert state.turns.repairs(TurnId("unknown")) == 0

@@ -109,8 +109,8 @@ def test_a_replica_fed_the_events_has_the_same_snapshot() -> None:
     assert replica.streaming_turn == "t3"
     assert replica.turn_count == 3
     assert without_end_times(replica.snapshot()) == without_end_times(room.snapshot())
-    assert replica.turn_kind(TurnId("t2")) == "tap"
-    assert replica.turn_kind(TurnId("gone")) == "room"
+    assert replica.turns.kind(TurnId("t2")) == "tap"
+    assert replica.turns.kind(TurnId("gone")) == "room"
     assert replica.resume("e1", 2) == room.resume("e1", 2)
     assert replica.messages_for(TurnId("t3"), "sys") == room.messages_for(TurnId("t3"), "sys")
 
@@ -137,7 +137,7 @@ def test_restore_from_stored_turns_and_the_newest_events() -> None:
     """Ended turns come from the stored views; the events rebuild the streaming turn."""
     room, events = producer()
     ended = [
-        turn_from_store(stored_turn(view, room.turn_kind(TurnId(view.id))))
+        turn_from_store(stored_turn(view, room.turns.kind(TurnId(view.id))))
         for view in room.snapshot().turns
         if view.status != "streaming"
     ]
@@ -145,7 +145,7 @@ def test_restore_from_stored_turns_and_the_newest_events() -> None:
     replica = RoomState.restore(RoomName("r"), "e1", stored)
     assert without_end_times(replica.snapshot()) == without_end_times(room.snapshot())
     assert [t.ended_at for t in replica.snapshot().turns] == [20.0, 20.0, None]
-    assert replica.turn_kind(TurnId("t2")) == "tap"
+    assert replica.turns.kind(TurnId("t2")) == "tap"
     # Only the newest events kept: t1's start is gone, t1 still comes from its stored view.
     tail = events[3:]
     replica = RoomState.restore(RoomName("r"), "e1", dataclasses.replace(stored, events=tail))
@@ -162,7 +162,7 @@ def test_restored_turns_feed_the_history() -> None:
     room = make_room()
     start(room, "t1", content="first")
     feed(room, "t1", text("answer one", finish="stop"), DONE)
-    view = room.turn_view(TurnId("t1"))
+    view = room.turns.view(TurnId("t1"))
     assert view is not None
     replica = RoomState.restore(
         RoomName("r"), "e1", StoredRoom(room.seq, 1, [(view, "room")], (), 1.0)

@@ -208,7 +208,7 @@ def test_a_seed_of_a_turn_with_no_text_yet_is_its_start_alone() -> None:
     events = [e for e, _ in room.seed_view(1.0).events]
     assert [type(e) for e in events] == [TurnStart, Delta]
     assert [e.seq for e in events] == [room.seq - 1, room.seq]
-    assert seeded(room).turn_view(TurnId("t1")) == room.turn_view(TurnId("t1"))
+    assert seeded(room).turns.view(TurnId("t1")) == room.turns.view(TurnId("t1"))
 
 
 def test_an_idle_room_seeds_its_ended_turns_alone() -> None:

@@ -240,7 +240,7 @@ def test_non_finite_usage_still_encodes() -> None:
     assert end["usage"] == {"total_tokens": 3}
     snapshot = _strict_loads(encode(room.snapshot()))
     assert [t["usage"] for t in snapshot["turns"]] == [{"total_tokens": 3}]
-    assert room.upstream_repairs(TurnId("t1")) == 4
+    assert room.turns.repairs(TurnId("t1")) == 4
 
 
 @pytest.mark.parametrize(
@@ -269,10 +269,10 @@ def test_turn_view_of_a_retained_turn_and_of_an_unknown_one() -> None:
     room = make_room()
     start(room, "t1")
     feed(room, "t1", text("so far"))
-    view = room.turn_view(TurnId("t1"))
+    view = room.turns.view(TurnId("t1"))
     assert view is not None
     assert (view.status, view.choices[0].content) == ("streaming", "so far")
-    assert room.turn_view(TurnId("nope")) is None
+    assert room.turns.view(TurnId("nope")) is None
 
 
 def test_events_that_arrive_together_go_out_as_one_delta() -> None:
@@ -300,7 +300,7 @@ def test_an_end_inside_a_batch_follows_its_delta_and_stops_it() -> None:
     end = out[1]
     assert isinstance(end, TurnEnd)
     assert end.status == "completed"
-    view = room.turn_view(TurnId("t1"))
+    view = room.turns.view(TurnId("t1"))
     assert view is not None
     assert view.choices[0].content == "ab"
     room2 = make_room()

@@ -131,7 +131,7 @@ def test_a_responses_turn_streams_and_completes_with_tool_calls_and_usage() -> N
     )
     assert room.streaming_turn is None
     (turn,) = room.snapshot().turns
-    assert turn == room.turn_view(T)
+    assert turn == room.turns.view(T)
     assert (turn.status, turn.ended_at, turn.usage, turn.error) == (
         "completed",
         20.0,
@@ -140,7 +140,7 @@ def test_a_responses_turn_streams_and_completes_with_tool_calls_and_usage() -> N
     )
     calls = (ToolCallView(0, "call_abc", "get_weather", '{"city":"Oslo"}'),)
     assert turn.choices == (ChoiceView(0, "Hello", "", "", calls, "tool_calls"),)
-    assert at(room.upstream_position(T)) == ("resp_123", 12)
+    assert at(room.turns.position(T)) == ("resp_123", 12)
     assert run(room, oa("response.output_text.delta", 13, delta="late")) == []
 
 
@@ -227,7 +227,7 @@ def test_the_event_that_ends_the_turn(
     (end,) = run(room, terminal)
     assert isinstance(end, TurnEnd)
     assert (end.status, end.choices, end.error) == (status, (ChoiceEnd(0, finish),), error)
-    assert room.turn_view(T) is not None
+    assert room.turns.view(T) is not None
     assert room.streaming_turn is None
 
 
@@ -243,7 +243,7 @@ def test_a_body_that_ends_without_a_terminal_event_is_truncated() -> None:
         None,
         None,
     )
-    view = room.turn_view(T)
+    view = room.turns.view(T)
     assert view is not None
     assert view.choices[0].content == "Hello"
 
@@ -298,8 +298,8 @@ def test_a_replay_after_reattaching_adds_nothing() -> None:
     assert run(room, *opening()[3:]) == []
     more = run(room, oa("response.output_text.delta", 8, delta="!", item_id="msg_1"))
     assert [e.seq for e in first + more] == [2, 3, 4]
-    assert at(room.upstream_position(T)) == ("resp_123", 8)
-    assert room.turn_view(T) is not None
+    assert at(room.turns.position(T)) == ("resp_123", 8)
+    assert room.turns.view(T) is not None
     assert room.snapshot().turns[0].choices[0].content == "Hello!"
 
 
@@ -307,15 +307,15 @@ def test_the_resume_point_needs_a_responses_turn_with_an_id_and_a_number() -> No
     """Chat turns, unknown turns, and Responses turns before both are known have none."""
     room = make_room()
     room.start_turn(PromptRequest("q"), turn_id=TurnId("c"), model="m", now=1.0)
-    assert room.upstream_position(TurnId("c")) is None
-    assert room.upstream_position(TurnId("nope")) is None
+    assert room.turns.position(TurnId("c")) is None
+    assert room.turns.position(TurnId("nope")) is None
     room.cancel("c", 2.0)
     started(room)
-    assert room.upstream_position(T) is None
+    assert room.turns.position(T) is None
     run(room, SSEEvent(json.dumps({"type": "response.created", "response": {"id": "r"}})))
-    assert room.upstream_position(T) is None
+    assert room.turns.position(T) is None
     run(room, oa("response.in_progress", 3))
-    assert at(room.upstream_position(T)) == ("r", 3)
+    assert at(room.turns.position(T)) == ("r", 3)
 
 
 def test_a_replica_turn_can_speak_responses() -> None:
@@ -329,9 +329,9 @@ def test_a_replica_turn_can_speak_responses() -> None:
     for room in (replica, restored):
         (delta,) = run(room, oa("response.output_text.delta", 4, delta="x"))
         assert isinstance(delta, Delta)
-        assert room.upstream_position(T) is None
+        assert room.turns.position(T) is None
         run(room, oa("response.in_progress", 5, response={"id": "resp_9"}))
-        assert at(room.upstream_position(T)) == ("resp_9", 5)
+        assert at(room.turns.position(T)) == ("resp_9", 5)
 
 
 def test_a_replica_goes_on_from_the_producers_position() -> None:
@@ -343,12 +343,12 @@ def test_a_replica_goes_on_from_the_producers_position() -> None:
     producer = started()
     events = [*opening(), *tool_call()[:2]]
     made = run(producer, *events)
-    position = producer.upstream_position(T)
+    position = producer.turns.position(T)
     assert position is not None
     assert (position.after, position.items, position.outputs) == (9, {"fc_1": 0}, {1: 0})
     replica = RoomState.restore(producer.name, producer.epoch, producer.seed_view(1.0))
     assert made
-    assert replica.upstream_position(T) is None  # a chat replica until told
+    assert replica.turns.position(T) is None  # a chat replica until told
     assert not replica.resume_upstream(msgspec.structs.replace(position, turn="other"))
     assert replica.resume_upstream(position)
     later = [
@@ -370,8 +370,8 @@ def test_skipped_upstream_events_are_counted_per_turn() -> None:
     """Unknown event types count for the Responses turn; chat and unknown turns have none."""
     room = started()
     run(room, *opening(), oa("response.something_new", 8), oa("response.output_text.delta", 9))
-    assert room.upstream_skipped(T) == 2  # a new type, and a delta without its text
-    assert room.upstream_skipped(TurnId("nope")) == 0
+    assert room.turns.skipped(T) == 2  # a new type, and a delta without its text
+    assert room.turns.skipped(TurnId("nope")) == 0
     chat = make_room()
     chat.start_turn(PromptRequest("q"), turn_id=TurnId("c"), model="m", now=1.0)
-    assert chat.upstream_skipped(TurnId("c")) == 0
+    assert chat.turns.skipped(TurnId("c")) == 0
