@@ -82,7 +82,14 @@ def kernel_thread(name: str) -> int | None:
 class Proc:
     """A Python module run as a child process pinned to one CPU; stopped on exit."""
 
-    def __init__(self, module: str, args: list[str], cpu: int, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        module: str,
+        args: list[str],
+        cpu: int,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ):
         self.argv = [sys.executable, "-m", module, *args]
         pin = ["taskset", "-c", str(cpu)] if pinning() else []
         child_env = {**os.environ, **(env or {})}
@@ -92,7 +99,7 @@ class Proc:
         # taskset execs the interpreter, so the child's pid is the server's own.
         self.popen = subprocess.Popen(
             [*pin, *self.argv],
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -25,7 +25,7 @@ from . import machine, report
 from .harness import start_mock
 from .procs import CLIENT_CPU, ROOT, pin_self
 from .scenarios import FULL, QUICK, SCENARIOS, Mocks, Plan, Record
-from .systems import BY_KEY, SYSTEMS, System
+from .systems import BY_KEY, SYSTEMS, System, baseline
 
 RESULTS = ROOT / "bench" / "results.json"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -76,6 +76,12 @@ def main() -> None:
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="another checkout of fanout, run as the system 'baseline' (A/B runs of the code)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="report to write (default: docs/benchmarks.md; --quick: none)"
     )
     parser.add_argument(
@@ -93,11 +99,16 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
-    unknown = {s for s in args.systems.split(",") if s not in BY_KEY}
+    by_key = dict(BY_KEY)
+    if args.baseline:
+        if not (args.baseline / "server" / "__main__.py").is_file():
+            parser.error(f"--baseline: {args.baseline} is not a checkout of fanout")
+        by_key["baseline"] = baseline(args.baseline)
+    unknown = {s for s in args.systems.split(",") if s not in by_key}
     unknown |= {s for s in args.scenarios.split(",") if s not in SCENARIOS}
     if unknown:
         parser.error(f"unknown systems or scenarios: {', '.join(sorted(unknown))}")
-    systems = [BY_KEY[k] for k in args.systems.split(",")]
+    systems = [by_key[k] for k in args.systems.split(",")]
     scenarios = args.scenarios.split(",")
     info = machine.describe()
     info["command"] = " ".join(["python -m bench.run", *sys.argv[1:]])

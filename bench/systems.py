@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -21,6 +23,7 @@ class System:
     client: ClientKind
     path: str
     env: tuple[tuple[str, str], ...] = ()
+    cwd: Path | None = None  # another checkout of fanout (``--baseline``); None: this one
 
     def start(self, port: int, upstream_url: str, model: str) -> Proc:
         """Start the server pinned to the server CPU, logging warnings only."""
@@ -28,7 +31,7 @@ class System:
         if self.module == "server":
             args.insert(0, "serve")
         env = {"FANOUT_SERVER_LOG_LEVEL": "warning", **BENCH_LIMITS, **dict(self.env)}
-        return Proc(self.module, args, SERVER_CPU, env=env)
+        return Proc(self.module, args, SERVER_CPU, env=env, cwd=self.cwd)
 
     def url(self, port: int, prompt: str = "", model: str = "") -> str:
         """The URL a client opens (the SSE proxy's carries its prompt)."""
@@ -40,8 +43,8 @@ class System:
 
     @property
     def under_test(self) -> bool:
-        """True for fanout itself."""
-        return self.key == "fanout"
+        """True for fanout itself (and a baseline checkout of it)."""
+        return self.key in ("fanout", "baseline")
 
     @property
     def broadcasts(self) -> bool:
@@ -81,3 +84,19 @@ FANOUT_COALESCE = System(
     (("FANOUT_LIMITS_COALESCE_MS", "25"),),
 )
 BY_KEY = {s.key: s for s in (*SYSTEMS, FANOUT_COALESCE)}
+
+
+def baseline(checkout: Path) -> System:
+    """The fanout of another checkout, with this checkout's packages and harness (A/B runs).
+
+    Its server runs from ``checkout`` with the same interpreter, so only the code differs.
+    """
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    label = f"fanout at {rev or checkout.name}"
+    return System("baseline", label, "server", "ws", FANOUT.path, cwd=checkout.resolve())
