@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from . import long_line, report, scale_out_report, verdicts
+from . import ab, long_line, report, scale_out_report, verdicts
 from .procs import ROOT
 from .scenarios import FALLS_APART_SECONDS, IDLE_SECONDS, PACED_GRACE
 from .systems import SYSTEMS
@@ -152,6 +152,7 @@ def render(saved: dict[str, Any], charts: dict[str, str]) -> str:
     scale_out = scale_out_report.saved_section()
     pointer = f"\n{scale_out_report.POINTER}\n" if scale_out else ""
     long_lines = long_line.saved_section()
+    ab_section = ab.saved_section()
     return f"""# Benchmarks
 
 fanout consumes one upstream stream per prompt and fans its deltas out to every viewer of a
@@ -185,6 +186,7 @@ python -m bench.run --systems fanout,websockets --scenarios burst,paced --out su
 python -m bench.run --from-results   # redraw this document from bench/results.json
 python -m bench.profile       # py-spy profile of fanout during one burst (bench/profile.md)
 python -m bench.long_line     # the SSE decoder on one long upstream line (its own section)
+python -m bench.ab --baseline CHECKOUT   # this code against another checkout (its own section)
 ```
 
 Every scenario starts a fresh server process. Rounds alternate between systems: round 1 runs
@@ -306,4 +308,5 @@ has its own upstream stream, which a stall simply backs up.
 
 {profile}
 {long_lines}
+{ab_section}
 {scale_out}"""

@@ -25,13 +25,14 @@ from . import machine, report
 from .harness import start_mock
 from .procs import CLIENT_CPU, ROOT, pin_self
 from .scenarios import FULL, QUICK, SCENARIOS, Mocks, Plan, Record
-from .systems import BY_KEY, SYSTEMS, System, baseline
+from .systems import BY_KEY, SYSTEMS, System
 
 RESULTS = ROOT / "bench" / "results.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
-async def _run(plan: Plan, systems: list[System], scenarios: list[str]) -> list[Record]:
+async def run_rounds(plan: Plan, systems: list[System], scenarios: list[str]) -> list[Record]:
+    """Every round: each scenario for each system in turn, printing as it goes."""
     pin_self(CLIENT_CPU)
     mocks = Mocks(await start_mock(0.0), await start_mock(plan.paced_rate))
     records: list[Record] = []
@@ -76,12 +77,6 @@ def main() -> None:
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
     parser.add_argument(
-        "--baseline",
-        type=Path,
-        metavar="CHECKOUT",
-        help="another checkout of fanout, run as the system 'baseline' (A/B runs of the code)",
-    )
-    parser.add_argument(
         "--out", type=Path, help="report to write (default: docs/benchmarks.md; --quick: none)"
     )
     parser.add_argument(
@@ -99,29 +94,25 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
-    by_key = dict(BY_KEY)
-    if args.baseline:
-        if not (args.baseline / "server" / "__main__.py").is_file():
-            parser.error(f"--baseline: {args.baseline} is not a checkout of fanout")
-        by_key["baseline"] = baseline(args.baseline)
-    unknown = {s for s in args.systems.split(",") if s not in by_key}
+    unknown = {s for s in args.systems.split(",") if s not in BY_KEY}
     unknown |= {s for s in args.scenarios.split(",") if s not in SCENARIOS}
     if unknown:
         parser.error(f"unknown systems or scenarios: {', '.join(sorted(unknown))}")
-    systems = [by_key[k] for k in args.systems.split(",")]
+    systems = [BY_KEY[k] for k in args.systems.split(",")]
     scenarios = args.scenarios.split(",")
     info = machine.describe()
     info["command"] = " ".join(["python -m bench.run", *sys.argv[1:]])
     started = time.monotonic()
     # uvloop runs the load generator only, never a server under test: it is the instrument,
     # and a cheaper event loop lets one core read more frames before it saturates.
-    records = uvloop.run(_run(plan, systems, scenarios))
+    records = uvloop.run(run_rounds(plan, systems, scenarios))
     info.update(machine.after(), seconds=round(time.monotonic() - started))
     saved = _payload(plan, info, records)
+    results = None if out is None else RESULTS if out.resolve() == DOC else out.with_suffix(".json")
+    if results is not None:  # first: a report that fails to draw never loses the run
+        results.write_text(json.dumps(saved, indent=1) + "\n")
     print(report.tables(saved))
     if out is not None:
-        results = RESULTS if out.resolve() == DOC else out.with_suffix(".json")
-        results.write_text(json.dumps(saved, indent=1) + "\n")
         report.write(out, saved)
         print(f"wrote {out} and {results}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ class System:
     path: str
     env: tuple[tuple[str, str], ...] = ()
     cwd: Path | None = None  # another checkout of fanout (``--baseline``); None: this one
+    known: frozenset[str] | None = None  # the FANOUT_ settings that checkout has (None: all)
 
     def start(self, port: int, upstream_url: str, model: str) -> Proc:
         """Start the server pinned to the server CPU, logging warnings only."""
@@ -31,6 +33,8 @@ class System:
         if self.module == "server":
             args.insert(0, "serve")
         env = {"FANOUT_SERVER_LOG_LEVEL": "warning", **BENCH_LIMITS, **dict(self.env)}
+        if self.known is not None:  # an older checkout refuses settings it does not have
+            env = {k: v for k, v in env.items() if k in self.known}
         return Proc(self.module, args, SERVER_CPU, env=env, cwd=self.cwd)
 
     def url(self, port: int, prompt: str = "", model: str = "") -> str:
@@ -98,5 +102,14 @@ def baseline(checkout: Path) -> System:
         text=True,
         check=False,
     ).stdout.strip()
+    config = tomllib.loads((checkout / "config.toml").read_text())
+    known = frozenset(
+        f"FANOUT_{section}_{key}".upper()
+        for section, table in config.items()
+        if isinstance(table, dict)
+        for key in table
+    )
     label = f"fanout at {rev or checkout.name}"
-    return System("baseline", label, "server", "ws", FANOUT.path, cwd=checkout.resolve())
+    return System(
+        "baseline", label, "server", "ws", FANOUT.path, cwd=checkout.resolve(), known=known
+    )
