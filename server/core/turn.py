@@ -66,7 +66,7 @@ class Turn:
         self.acc: ChunkAccumulator | ResponsesAccumulator = (
             ResponsesAccumulator(secrets) if api == "responses" else ChunkAccumulator(secrets)
         )
-        self.size = 0  # measured once it has ended (``RoomState._keep``)
+        self.size = 0  # measured once it has ended (``KeptTurns.keep``)
         self._secrets = secrets
 
     @classmethod

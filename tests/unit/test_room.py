@@ -265,7 +265,7 @@ def test_time_out_fails_before_the_body_and_truncates_after(
 
 
 def test_turn_view_of_a_retained_turn_and_of_an_unknown_one() -> None:
-    """turn_view shows a retained turn as it stands and None for a turn the room never had."""
+    """turns.view shows a retained turn as it stands and None for a turn the room never had."""
     room = make_room()
     start(room, "t1")
     feed(room, "t1", text("so far"))
